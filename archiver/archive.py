@@ -1,0 +1,406 @@
+"""The archive pass: walk the watermark through windows, list, archive, advance.
+
+The pass knows the Cradle client, the checkpoint and the S3 sink only through the small
+protocols below, so tests can swap any of them. It fixes its horizon once, at its start, and the
+watermark moves only after everything in the window it covers is archived or dead-lettered, in a
+checkpoint transaction of its own after theirs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from archiver.config import ArchiveConfig
+from archiver.errors import ApiUnavailable, FatalError, Interrupted, RecordingFailed, StagingError
+from archiver.models import PassResult, Recording, StagedFile, Watermark, Window, utc_now, walk
+
+log = structlog.get_logger(__name__)
+
+# Each list call reaches this far past both ends of its window, so a recording exactly on a
+# boundary is listed whatever the API's bound semantics (inclusive, half-open or exclusive).
+OVERLAP = timedelta(seconds=1)
+# Below this width a window is not split further even if it still looks full.
+MIN_WINDOW = timedelta(seconds=1)
+OPEN_END = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+class Listing(Protocol):
+    recordings: list[Recording]
+    malformed: list[tuple[str, str]]
+    truncated: bool
+
+    @property
+    def size(self) -> int: ...
+
+
+class Source(Protocol):
+    def list_recordings(
+        self, window: Window, listed_from: datetime, listed_until: datetime
+    ) -> Listing: ...
+    def download(self, recording: Recording, spool_dir: Path) -> StagedFile: ...
+    def is_on_host(self, url: str) -> bool: ...
+
+
+class Row(Protocol):
+    recording: Recording
+    state: str
+    attempts: int
+
+
+class Store(Protocol):
+    def key_for(self, recording: Recording) -> str: ...
+    def put(self, recording: Recording, staged: StagedFile) -> tuple[Any, Any]: ...
+
+
+class Ledger(Protocol):
+    """The part of the checkpoint the pass uses."""
+
+    def watermark(self) -> Watermark: ...
+    def set_watermark(self, position: datetime) -> None: ...
+    def add_listed(self, recordings: Iterable[Recording]) -> list[Recording]: ...
+    def pending(
+        self,
+        *,
+        until: datetime | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Any]: ...
+    def count_pending(
+        self, *, until: datetime | None = None, since: datetime | None = None
+    ) -> int: ...
+    def mark_archived(self, recording_id: str, *, sha256: str, size: int, key: str) -> None: ...
+    def record_failure(
+        self, recording_id: str, reason: str, *, dead_letter: bool, max_attempts: int
+    ) -> Any: ...
+    def record_malformed(self, window: Window, reason: str, raw: str) -> None: ...
+    def backfill_cursor(self, start: datetime, end: datetime) -> datetime | None: ...
+    def set_backfill_cursor(self, start: datetime, end: datetime, cursor: datetime) -> None: ...
+    def record_pass(self, result: PassResult) -> None: ...
+
+
+@dataclass
+class Tally:
+    """What this pass did, for its result and for progress display."""
+
+    listed: int = 0
+    archived: int = 0
+    failed: int = 0
+    bytes: int = 0
+    windows: int = 0
+
+
+@dataclass(frozen=True)
+class Upload:
+    recording: Recording
+    staged: StagedFile
+    future: Future[tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot for the backfill progress display."""
+
+    done: int
+    listed: int
+    bytes: int
+    cursor: datetime
+    end: datetime
+
+
+class ArchivePass:
+    def __init__(
+        self,
+        config: ArchiveConfig,
+        source: Source,
+        ledger: Ledger,
+        store: Store,
+        spool_dir: Path,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        stop: threading.Event | None = None,
+        on_archived: Callable[[Recording, int], None] | None = None,
+        on_failed: Callable[[Recording, str], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.ledger = ledger
+        self.store = store
+        self.spool_dir = spool_dir
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.on_archived = on_archived or (lambda recording, size: None)
+        self.on_failed = on_failed or (lambda recording, reason: None)
+        self.on_progress = on_progress
+        self.tally = Tally()
+
+    # -- entry points ----------------------------------------------------------------------
+
+    def run(self) -> PassResult:
+        """One daemon pass: catch up to the horizon, rescan the lookback, retry what is due."""
+        return self._guarded("pass", self._run)
+
+    def backfill(self, start: datetime, until: datetime | None = None) -> PassResult:
+        """Archive [start, until) without moving the daemon's watermark; resumable."""
+        return self._guarded("backfill", lambda horizon: self._backfill(start, until, horizon))
+
+    def horizon(self) -> datetime:
+        now = self.clock() - self.config.settle_delay
+        return now.replace(microsecond=(now.microsecond // 1000) * 1000)
+
+    # -- the walks -------------------------------------------------------------------------
+
+    def _run(self, horizon: datetime) -> None:
+        watermark = self.ledger.watermark()
+        start = watermark.position or self.config.start or (horizon - timedelta(days=1))
+        if watermark.is_zero:
+            # Persist the starting point now: recomputing it next pass would skip what lies between.
+            self.ledger.set_watermark(start)
+        log.info("pass.started", watermark=str(watermark), horizon=str(Watermark(horizon)))
+        for window in walk(start, horizon, self.config.window):
+            self._list(window, horizon)
+            self._archive(until=window.end)
+            self._advance(window)
+        rescan_end = min(start, horizon)
+        for window in walk(horizon - self.config.lookback, rescan_end, self.config.window):
+            self._list(window, horizon)
+        self._archive(until=horizon)
+
+    def _backfill(self, start: datetime, until: datetime | None, horizon: datetime) -> None:
+        # A backfill "up to the horizon" is one job however far the horizon has moved since.
+        key = (start, until or OPEN_END)
+        end = min(until or horizon, horizon)
+        cursor = self.ledger.backfill_cursor(*key) or start
+        log.info(
+            "backfill.started",
+            start=str(Watermark(start)),
+            end=str(Watermark(end)),
+            cursor=str(Watermark(cursor)),
+        )
+        for window in walk(cursor, end, self.config.window):
+            self._list(window, horizon)
+            self._archive(until=window.end, since=start - OVERLAP)
+            self.ledger.set_backfill_cursor(*key, window.end)
+            if self.on_progress:
+                self.on_progress(
+                    Progress(
+                        self.tally.archived + self.tally.failed,
+                        self.tally.listed,
+                        self.tally.bytes,
+                        window.end,
+                        end,
+                    )
+                )
+        # Stragglers from an earlier, interrupted run of the same backfill.
+        self._archive(until=end, since=start - OVERLAP)
+
+    # -- listing ---------------------------------------------------------------------------
+
+    def _list(self, window: Window, horizon: datetime) -> None:
+        """List a window (split while it looks full) and record every new recording as pending."""
+        self._check_stop()
+        listing = self.source.list_recordings(
+            window, window.start - OVERLAP, min(window.end + OVERLAP, horizon)
+        )
+        full = listing.truncated or listing.size >= self.config.split_threshold
+        if full and window.width / 2 >= MIN_WINDOW:
+            log.info(
+                "window.split", window=str(window), listed=listing.size, truncated=listing.truncated
+            )
+            for half in window.halves():
+                self._list(half, horizon)
+            return
+        if full:
+            log.error("window.unsplittable", window=str(window), listed=listing.size)
+        for reason, raw in listing.malformed:
+            log.error("entry.malformed", window=str(window), reason=reason, entry=raw[:300])
+            self.ledger.record_malformed(window, reason, raw)
+        new = self.ledger.add_listed(listing.recordings)
+        self.tally.listed += len(listing.recordings)
+        self.tally.windows += 1
+        if new:
+            log.info("window.new_recordings", window=str(window), new=len(new))
+
+    # -- archiving -------------------------------------------------------------------------
+
+    def _archive(self, *, until: datetime, since: datetime | None = None) -> None:
+        """Archive every pending recording in range, oldest first; the next one downloads while
+        the previous one uploads (one upload in flight, so at most two files are staged)."""
+        rows = self.ledger.pending(until=until, since=since)
+        if not rows:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploads:
+            in_flight: Upload | None = None
+            try:
+                for row in rows:
+                    self._check_stop()
+                    staged = self._fetch(row)
+                    previous, in_flight = in_flight, None
+                    if previous is not None:
+                        try:
+                            self._settle(previous)
+                        except BaseException:
+                            if staged is not None:
+                                staged.path.unlink(missing_ok=True)
+                            raise
+                    if staged is not None:
+                        future = uploads.submit(self._upload, row.recording, staged)
+                        in_flight = Upload(row.recording, staged, future)
+                previous, in_flight = in_flight, None
+                if previous is not None:
+                    self._settle(previous)
+            finally:
+                if in_flight is not None:
+                    # The pass is failing: still record the upload if it landed.
+                    try:
+                        self._settle(in_flight)
+                    except Exception as exc:  # the first error is the one raised
+                        log.warning(
+                            "upload.abandoned",
+                            recording_id=in_flight.recording.recording_id,
+                            error=str(exc),
+                        )
+
+    def _fetch(self, row: Row) -> StagedFile | None:
+        """Download and verify one recording, retrying a failed attempt until max_attempts."""
+        recording = row.recording
+        while True:
+            try:
+                return self.source.download(recording, self.spool_dir)
+            except RecordingFailed as exc:
+                if self._failed(recording, exc.reason, str(exc), dead_letter=exc.permanent):
+                    return None
+            except ApiUnavailable as exc:
+                # Counted, so a recording the API always fails on is dead-lettered in the end
+                # instead of holding the watermark forever; but the pass stops: the API is unwell.
+                self._failed(recording, exc.reason, str(exc), dead_letter=False)
+                raise
+
+    def _upload(self, recording: Recording, staged: StagedFile) -> tuple[Any, Any]:
+        started = time.monotonic()
+        try:
+            outcome, stored = self.store.put(recording, staged)
+        finally:
+            staged.path.unlink(missing_ok=True)
+        return outcome, (stored, time.monotonic() - started)
+
+    def _settle(self, upload: Upload) -> None:
+        recording, staged = upload.recording, upload.staged
+        outcome, (stored, seconds) = upload.future.result()
+        key = self.store.key_for(recording)
+        if outcome.name == "CONFLICT":
+            self._failed(
+                recording,
+                "conflict",
+                f"another object is at {key} (sha256 {stored.sha256}, ours {staged.sha256})",
+                dead_letter=True,
+            )
+            return
+        self.ledger.mark_archived(
+            recording.recording_id, sha256=staged.sha256, size=staged.size, key=key
+        )
+        self.tally.archived += 1
+        self.tally.bytes += staged.size
+        self.on_archived(recording, staged.size)
+        log.info(
+            "recording.archived",
+            recording_id=recording.recording_id,
+            key=key,
+            bytes=staged.size,
+            sha256=staged.sha256,
+            upload_seconds=round(seconds, 3),
+            already_present=outcome.name == "ALREADY_PRESENT",
+        )
+
+    def _failed(
+        self, recording: Recording, reason: str, message: str, *, dead_letter: bool
+    ) -> bool:
+        """Record a failed attempt; True when the recording is now dead-lettered."""
+        row = self.ledger.record_failure(
+            recording.recording_id,
+            reason,
+            dead_letter=dead_letter,
+            max_attempts=self.config.max_attempts,
+        )
+        dead = row.state == "failed"
+        log.warning(
+            "recording.failed",
+            recording_id=recording.recording_id,
+            reason=reason,
+            error=message,
+            attempt=row.attempts,
+            dead_lettered=dead,
+        )
+        if dead:
+            self.tally.failed += 1
+            self.on_failed(recording, reason)
+        return dead
+
+    def _advance(self, window: Window) -> None:
+        left = self.ledger.count_pending(until=window.end)
+        if left:
+            # Cannot happen unless a recording escaped both archive and dead-letter; the
+            # watermark waits rather than pass unarchived work.
+            raise FatalError(f"{left} recordings before {window.end} are still pending")
+        self.ledger.set_watermark(window.end)
+        log.info("watermark.advanced", watermark=str(Watermark(window.end)))
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted("shutdown asked for")
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _guarded(self, kind: str, body: Callable[[datetime], None]) -> PassResult:
+        started = self.clock()
+        horizon = self.horizon()
+        self._clean_spool()
+        error = ""
+        try:
+            body(horizon)
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            outcome = "interrupted" if isinstance(exc, Interrupted) else "failed"
+            result = self._result(kind, started, outcome, error)
+            self.ledger.record_pass(result)
+            log.error(
+                f"{kind}.failed", error=error, error_type=type(exc).__name__, **vars(self.tally)
+            )
+            raise
+        outcome = "dead_letters" if self.tally.failed else "ok"
+        result = self._result(kind, started, outcome, error)
+        self.ledger.record_pass(result)
+        log.info(
+            f"{kind}.finished",
+            outcome=outcome,
+            seconds=round((result.finished_at - started).total_seconds(), 3),
+            **vars(self.tally),
+        )
+        return result
+
+    def _result(self, kind: str, started: datetime, outcome: str, error: str) -> PassResult:
+        t = self.tally
+        return PassResult(
+            kind, started, self.clock(), outcome, t.archived, t.failed, t.listed, error
+        )
+
+    def _clean_spool(self) -> None:
+        """Leftovers of a killed process are incomplete or unconfirmed: the checkpoint still has
+        their recordings pending, so they are fetched again."""
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for leftover in [*self.spool_dir.glob("*.part"), *self.spool_dir.glob("*.mp3")]:
+                leftover.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StagingError(
+                f"cannot use the spool directory {self.spool_dir}: {exc.strerror}"
+            ) from exc

@@ -1,0 +1,277 @@
+"""The command line: parses arguments, calls the work, prints, and exits. The only module that
+prints to the user or exits; everything it calls returns values or raises grouped errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+
+import structlog
+
+from archiver import logs
+from archiver.config import DEFAULT_PATH, Config, load_config
+from archiver.errors import (
+    EXIT_CONFIG,
+    EXIT_DEAD_LETTERS,
+    EXIT_OK,
+    ConfigError,
+    FatalError,
+    Interrupted,
+    UsageError,
+)
+from archiver.models import parse_time, utc_now
+
+log = structlog.get_logger("archiver.cli")
+PROG = "cradle-archiver"
+
+
+def _time_arg(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 UTC time ({exc})") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS lets the global options go before or after the command without one
+    # position's default overwriting the other's value.
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help=f"config file (default $CRADLE_ARCHIVER_CONFIG, else {DEFAULT_PATH})",
+    )
+    common.add_argument(
+        "--log-format",
+        choices=["json", "console"],
+        default=argparse.SUPPRESS,
+        help="default: console on a terminal, json otherwise",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=argparse.SUPPRESS,
+        help="default: info",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common], description="Archive Cradle call recordings to S3."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", parents=[common], help="the daemon: an archive pass every schedule.interval"
+    )
+    run.add_argument(
+        "--once", action="store_true", help="one pass, then exit (cron, CronJobs, scripts)"
+    )
+
+    backfill = commands.add_parser("backfill", parents=[common], help="archive a past period once")
+    backfill.add_argument("--from", dest="since", type=_time_arg, required=True, metavar="T")
+    backfill.add_argument(
+        "--until", type=_time_arg, default=None, metavar="T", help="default: the horizon"
+    )
+
+    status = commands.add_parser(
+        "status", parents=[common], help="watermark, lag, counts, last pass, failures"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
+    verify = commands.add_parser(
+        "verify", parents=[common], help="check archived recordings exist in S3"
+    )
+    verify.add_argument("--from", dest="since", type=_time_arg, default=None, metavar="T")
+    verify.add_argument("--until", type=_time_arg, default=None, metavar="T")
+
+    retry = commands.add_parser(
+        "retry", parents=[common], help="put dead-lettered recordings back to pending"
+    )
+    retry.add_argument("--all", action="store_true", help="every dead-lettered recording")
+    retry.add_argument("ids", nargs="*", metavar="ID")
+
+    commands.add_parser(
+        "check",
+        parents=[common],
+        help="validate the config, the API credentials and S3 write access",
+    )
+
+    simulate = commands.add_parser(
+        "simulate", parents=[common], help="serve a local Cradle API simulator"
+    )
+    from archiver.simulator import add_arguments
+
+    add_arguments(simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    sys.exit(run(argv))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.REDACTOR.update([os.environ.get("CRADLE_API_KEY", "")])
+    logs.configure(getattr(args, "log_format", None), getattr(args, "log_level", "info"))
+    command: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
+    try:
+        return command(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _error(f"{exc.path}: {problem}")
+        return EXIT_CONFIG
+    except Interrupted:
+        return EXIT_OK
+    except FatalError as exc:
+        log.debug("command.failed", traceback=traceback.format_exc())
+        _error(str(exc))
+        return exc.exit_code
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: {logs.REDACTOR.scrub(message)}", file=sys.stderr)
+
+
+def _config(args: argparse.Namespace, require_credentials: bool = True) -> Config:
+    path = getattr(args, "config", None) or os.environ.get("CRADLE_ARCHIVER_CONFIG") or DEFAULT_PATH
+    config = load_config(path, require_credentials=require_credentials)
+    logs.REDACTOR.update(config.secrets)
+    return config
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum: int, frame: Any) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from archiver.app import Archiver
+
+    config = _config(args)
+    if not args.once:
+        with Archiver(config) as archiver:
+            archiver.serve()
+        return EXIT_OK
+    with Archiver(config, stop=_stop_on_signals()) as archiver:
+        archiver.run_once()
+        return EXIT_DEAD_LETTERS if archiver.dead_lettered() else EXIT_OK
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from archiver.app import Archiver
+
+    if args.until is not None and args.until <= args.since:
+        raise UsageError("backfill: --until must be later than --from")
+    config = _config(args)
+    with Archiver(config, stop=_stop_on_signals()) as archiver:
+        result = archiver.new_pass().backfill(args.since, args.until)
+        print(
+            f"backfill {result.outcome}: {result.archived} archived, "
+            f"{result.failed} dead-lettered, {result.listed} listed"
+        )
+        return EXIT_DEAD_LETTERS if archiver.dead_lettered() else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from archiver.checkpoint import Checkpoint
+    from archiver.status import build_report, render_text
+
+    config = _config(args, require_credentials=False)
+    with Checkpoint.open(config.state.path, writer=False, create=False) as checkpoint:
+        report = build_report(checkpoint, utc_now())
+    print(json.dumps(report, sort_keys=True) if args.json else render_text(report))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from archiver.app import verify
+    from archiver.checkpoint import Checkpoint
+    from archiver.sink import S3Sink
+
+    config = _config(args, require_credentials=False)
+    with Checkpoint.open(config.state.path, writer=False, create=False) as checkpoint:
+        report = verify(checkpoint, S3Sink(config.s3), args.since, args.until)
+    print(
+        f"checked {report.checked}: {len(report.missing)} missing, "
+        f"{len(report.wrong_size)} wrong size, {len(report.wrong_sha256)} wrong sha256"
+    )
+    for label, keys in (
+        ("missing", report.missing),
+        ("wrong size", report.wrong_size),
+        ("wrong sha256", report.wrong_sha256),
+    ):
+        for key in keys:
+            print(f"  {label}: {key}")
+    return EXIT_DEAD_LETTERS if report.problems else EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from archiver.checkpoint import Checkpoint
+
+    if args.all == bool(args.ids):
+        raise UsageError("retry: give either --all or one or more recording ids")
+    config = _config(args, require_credentials=False)
+    with Checkpoint.open(config.state.path, writer=False, create=False) as checkpoint:
+        changed = checkpoint.retry(None if args.all else [i.lower() for i in args.ids])
+    print(f"{len(changed)} recordings put back to pending; the next pass retries them")
+    unknown = sorted({i.lower() for i in args.ids} - set(changed))
+    for recording_id in unknown:
+        print(f"  not dead-lettered (unknown, pending or archived): {recording_id}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from archiver.cradle import CradleClient
+    from archiver.sink import S3Sink
+
+    config = _config(args)
+    print(f"config      ok ({config.source})")
+    client = CradleClient(config.cradle)
+    try:
+        listed = client.probe()
+    finally:
+        client.close()
+    print(
+        f"cradle api  ok ({config.cradle.base_url}, credentials accepted, "
+        f"{listed} recordings in the last minute)"
+    )
+    S3Sink(config.s3).check_write()
+    print(f"s3          ok (bucket {config.s3.bucket} exists and accepts writes)")
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from archiver.simulator import Simulator, options_from_args
+
+    simulator = Simulator(options_from_args(args)).start()
+    print(
+        f"simulator serving {simulator.base_url} (canary {simulator.canary_url}); Ctrl-C stops it",
+        flush=True,
+    )
+    simulator.serve_forever()
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "backfill": cmd_backfill,
+    "status": cmd_status,
+    "verify": cmd_verify,
+    "retry": cmd_retry,
+    "check": cmd_check,
+    "simulate": cmd_simulate,
+}

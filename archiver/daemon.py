@@ -1,0 +1,100 @@
+"""`run`: the archive pass on an APScheduler interval job, stopped cleanly by SIGTERM/SIGINT.
+
+The only module that imports apscheduler. A failed pass is logged and the next tick tries again;
+it never takes the daemon down (a revoked key or an S3 outage is fixed from outside, and the
+daemon must then carry on by itself).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    def __init__(
+        self,
+        tick: Callable[[], Any],
+        *,
+        interval: timedelta,
+        shutdown_timeout: timedelta,
+        stop: threading.Event,
+        on_idle: Callable[[], None] | None = None,
+        idle_every: float = 5.0,
+    ) -> None:
+        self.tick = tick
+        self.interval = interval
+        self.shutdown_timeout = shutdown_timeout
+        self.stop = stop
+        self.on_idle = on_idle or (lambda: None)
+        self.idle_every = idle_every
+        self.passes = 0
+        self.last_error: str = ""
+        self.running = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+
+    def _job(self) -> None:
+        if self.stop.is_set():
+            return
+        self._idle.clear()
+        try:
+            self.tick()
+            self.last_error = ""
+        except Exception as exc:  # a failed pass must not stop the daemon
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "daemon.pass_failed", error=self.last_error, next_in=self.interval.total_seconds()
+            )
+        finally:
+            self.passes += 1
+            self._idle.set()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: Any) -> None:
+            log.info("daemon.stopping", signal=signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> bool:
+        """Run until stopped; True when the last pass finished within shutdown_timeout."""
+        self.scheduler.add_job(
+            self._job,
+            "interval",
+            seconds=self.interval.total_seconds(),
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            id="archive-pass",
+        )
+        self.scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+        self.scheduler.start()
+        self.running.set()
+        log.info("daemon.started", interval=self.interval.total_seconds())
+        try:
+            while not self.stop.wait(self.idle_every):
+                self.on_idle()
+        finally:
+            self.scheduler.shutdown(wait=False)
+            self.running.clear()
+        deadline = time.monotonic() + self.shutdown_timeout.total_seconds()
+        clean = self._idle.wait(max(0.0, deadline - time.monotonic()))
+        log.info("daemon.stopped", clean=clean, passes=self.passes)
+        return clean
+
+    def _skipped(self, event: JobEvent) -> None:
+        log.warning("daemon.pass_skipped", reason="the previous pass is still running")

@@ -1,0 +1,99 @@
+"""`status`: what the checkpoint says, as one JSON object or as text for a person."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Protocol
+
+from archiver.models import PassResult, Watermark, format_time
+
+
+class StatusSource(Protocol):
+    def watermark(self) -> Watermark: ...
+    def counts(self) -> dict[str, int]: ...
+    def last_pass(self, kind: str = "pass") -> PassResult | None: ...
+    def recent_failures(self, limit: int = 10) -> list[Any]: ...
+    def malformed_count(self) -> int: ...
+
+
+def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) -> dict[str, Any]:
+    watermark = checkpoint.watermark()
+    counts = checkpoint.counts()
+    lag = (now - watermark.position).total_seconds() if watermark.position else None
+    return {
+        "watermark": format_time(watermark.position) if watermark.position else None,
+        "lag_seconds": round(lag, 3) if lag is not None else None,
+        "archived": counts["archived"],
+        "pending": counts["pending"],
+        "failed": counts["failed"],
+        "malformed_entries": checkpoint.malformed_count(),
+        "last_pass": _result(checkpoint.last_pass("pass")),
+        "last_backfill": _result(checkpoint.last_pass("backfill")),
+        "recent_failures": [
+            {
+                "recording_id": row.recording.recording_id,
+                "state": row.state,
+                "reason": row.reason,
+                "attempts": row.attempts,
+                "started_at": format_time(row.recording.started_at),
+                "updated_at": format_time(row.updated_at),
+            }
+            for row in checkpoint.recent_failures(failures)
+        ],
+    }
+
+
+def _result(result: PassResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    data = asdict(result)
+    data["started_at"] = format_time(result.started_at)
+    data["finished_at"] = format_time(result.finished_at)
+    return data
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = [
+        f"watermark   {report['watermark'] or 'none (no pass has run)'}",
+        f"lag         {_duration(report['lag_seconds'])}",
+        f"archived    {report['archived']}",
+        f"pending     {report['pending']}",
+        f"failed      {report['failed']}"
+        + ("   (dead-lettered: see below; `retry` puts them back)" if report["failed"] else ""),
+        f"malformed   {report['malformed_entries']} list entries skipped",
+    ]
+    for label, key in (("last pass", "last_pass"), ("last backfill", "last_backfill")):
+        result = report[key]
+        if result:
+            line = (
+                f"{label:<11} {result['outcome']} at {result['finished_at']}: "
+                f"{result['archived']} archived, {result['failed']} dead-lettered, "
+                f"{result['listed']} listed"
+            )
+            if result["error"]:
+                line += f" -- {result['error']}"
+            lines.append(line)
+        elif key == "last_pass":
+            lines.append(f"{label:<11} none yet")
+    if report["recent_failures"]:
+        lines.append("recent failures:")
+        for row in report["recent_failures"]:
+            lines.append(
+                f"  {row['recording_id']}  {row['state']:<8} {row['reason']}  "
+                f"attempts={row['attempts']}  call at {row['started_at']}"
+            )
+    return "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    parts += [f"{hours}h"] if hours or days else []
+    parts += [f"{minutes}m", f"{secs}s"]
+    return "".join(parts)

@@ -1,0 +1,313 @@
+"""The archive pass with an in-memory source and store and a real checkpoint: no network."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archiver.archive import ArchivePass
+from archiver.checkpoint import Checkpoint
+from archiver.config import ArchiveConfig
+from archiver.cradle import Listing
+from archiver.errors import ApiUnavailable, AuthError, RecordingFailed, SinkUnavailable
+from archiver.models import Recording, StagedFile, Window
+from archiver.sink import PutOutcome, StoredObject
+
+NOW = datetime(2024, 5, 2, 0, 0, tzinfo=UTC)
+BASE = "https://api.cradle.io"
+
+
+def make_recording(started_at: datetime, *, url: str | None = None) -> Recording:
+    rid = str(uuid.uuid5(uuid.NAMESPACE_URL, started_at.isoformat() + (url or "")))
+    return Recording(
+        recording_id=rid,
+        url=url or f"{BASE}/api/v1/public/recordings/{rid}.mp3?source=api",
+        started_at=started_at,
+        duration_seconds=60,
+        nature="in",
+        agent1="a@example.com",
+    )
+
+
+def body_of(recording: Recording) -> bytes:
+    return b"ID3" + recording.recording_id.encode() * 10
+
+
+@dataclass
+class FakeSource:
+    """The API: recordings by start time, listed with half-open bounds unless told otherwise."""
+
+    recordings: list[Recording] = field(default_factory=list)
+    failures: dict[str, list[Exception]] = field(default_factory=dict)
+    list_failures: list[Exception] = field(default_factory=list)
+    cap: int | None = None
+    calls: list[tuple[datetime, datetime]] = field(default_factory=list)
+    downloads: list[str] = field(default_factory=list)
+
+    def list_recordings(
+        self, window: Window, listed_from: datetime, listed_until: datetime
+    ) -> Listing:
+        self.calls.append((listed_from, listed_until))
+        if self.list_failures:
+            raise self.list_failures.pop(0)
+        found = sorted(
+            (r for r in self.recordings if listed_from <= r.started_at < listed_until),
+            key=lambda r: r.started_at,
+        )
+        return Listing(window, found[: self.cap] if self.cap else found)
+
+    def download(self, recording: Recording, spool_dir: Path) -> StagedFile:
+        self.downloads.append(recording.recording_id)
+        if not self.is_on_host(recording.url):
+            raise RecordingFailed("off host", "off_host_url", permanent=True)
+        queue = self.failures.get(recording.recording_id)
+        if queue:
+            raise queue.pop(0)
+        data = body_of(recording)
+        path = spool_dir / f"{recording.recording_id}.mp3"
+        path.write_bytes(data)
+        return StagedFile(path, len(data), hashlib.sha256(data).hexdigest())
+
+    def is_on_host(self, url: str) -> bool:
+        return url.startswith(BASE)
+
+
+@dataclass
+class FakeStore:
+    objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    puts: int = 0
+    fail_next: int = 0
+
+    def key_for(self, recording: Recording) -> str:
+        return f"cradle/{recording.started_at:%Y/%m/%d}/{recording.recording_id}.mp3"
+
+    def put(self, recording: Recording, staged: StagedFile) -> tuple[Any, Any]:
+        self.puts += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            raise SinkUnavailable("S3 unreachable")
+        key = self.key_for(recording)
+        if key in self.objects:
+            data, sha = self.objects[key]
+            outcome = PutOutcome.ALREADY_PRESENT if sha == staged.sha256 else PutOutcome.CONFLICT
+            return outcome, StoredObject(key, len(data), sha, recording.recording_id)
+        data = staged.path.read_bytes()
+        self.objects[key] = (data, staged.sha256)
+        return PutOutcome.CREATED, StoredObject(
+            key, len(data), staged.sha256, recording.recording_id
+        )
+
+
+@dataclass
+class Harness:
+    tmp_path: Path
+    source: FakeSource = field(default_factory=FakeSource)
+    store: FakeStore = field(default_factory=FakeStore)
+    now: datetime = NOW
+    config: ArchiveConfig = field(
+        default_factory=lambda: ArchiveConfig(
+            start=NOW - timedelta(hours=6),
+            settle_delay=timedelta(minutes=10),
+            lookback=timedelta(hours=2),
+        )
+    )
+
+    def __post_init__(self) -> None:
+        self.checkpoint = Checkpoint.open(self.tmp_path / "state.db")
+
+    def new_pass(self, stop: threading.Event | None = None) -> ArchivePass:
+        return ArchivePass(
+            self.config,
+            self.source,
+            self.checkpoint,
+            self.store,
+            self.tmp_path / "spool",
+            clock=lambda: self.now,
+            stop=stop,
+        )
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    harness = Harness(tmp_path)
+    yield harness
+    harness.checkpoint.close()
+
+
+def spread(count: int, start: datetime, step: timedelta) -> list[Recording]:
+    return [make_recording(start + i * step) for i in range(count)]
+
+
+def test_a_pass_archives_everything_up_to_the_horizon_and_moves_the_watermark(h: Harness) -> None:
+    h.source.recordings = spread(30, NOW - timedelta(hours=6), timedelta(minutes=12))
+    result = h.new_pass().run()
+    horizon = NOW - timedelta(minutes=10)
+    due = [r for r in h.source.recordings if r.started_at < horizon]
+    assert result.outcome == "ok" and result.archived == len(due)
+    assert len(h.store.objects) == len(due)
+    assert h.checkpoint.watermark().position == horizon
+    assert h.checkpoint.counts() == {"archived": len(due), "pending": 0, "failed": 0}
+    assert all(until <= horizon for _, until in h.source.calls)
+
+
+def test_a_second_pass_downloads_nothing(h: Harness) -> None:
+    h.source.recordings = spread(10, NOW - timedelta(hours=5), timedelta(minutes=20))
+    h.new_pass().run()
+    before = len(h.source.downloads)
+    h.new_pass().run()
+    assert len(h.source.downloads) == before
+
+
+def test_recordings_exactly_on_window_boundaries_are_archived_once(h: Harness) -> None:
+    h.source.recordings = [make_recording(NOW - timedelta(hours=k)) for k in range(1, 6)]
+    h.new_pass().run()
+    assert len(h.store.objects) == 5
+    assert sorted(h.source.downloads) == sorted(r.recording_id for r in h.source.recordings)
+
+
+def test_late_arrivals_inside_the_lookback_are_caught(h: Harness) -> None:
+    h.new_pass().run()
+    late = make_recording(NOW - timedelta(hours=1, minutes=30))
+    h.source.recordings.append(late)
+    h.now += timedelta(minutes=5)
+    h.new_pass().run()
+    assert h.checkpoint.get(late.recording_id).state == "archived"
+
+
+def test_a_full_window_is_split_until_it_fits(h: Harness) -> None:
+    h.config = ArchiveConfig(
+        start=NOW - timedelta(hours=2), split_threshold=4, settle_delay=timedelta(0)
+    )
+    h.source.cap = 4  # the API silently truncates at the threshold
+    h.source.recordings = spread(20, NOW - timedelta(hours=2), timedelta(minutes=6))
+    h.new_pass().run()
+    assert h.checkpoint.counts()["archived"] == 20
+
+
+def test_a_failed_list_call_holds_the_watermark(h: Harness) -> None:
+    h.source.recordings = spread(6, NOW - timedelta(hours=6), timedelta(hours=1))
+    h.source.list_failures = [ApiUnavailable("list failed 8 times")]
+    with pytest.raises(ApiUnavailable):
+        h.new_pass().run()
+    assert h.checkpoint.watermark().position == NOW - timedelta(hours=6)
+    assert h.checkpoint.last_pass().outcome == "failed"
+    h.new_pass().run()
+    assert h.checkpoint.counts()["archived"] == 6
+
+
+def test_a_poison_recording_is_dead_lettered_after_max_attempts_and_the_walk_goes_on(
+    h: Harness,
+) -> None:
+    h.source.recordings = spread(4, NOW - timedelta(hours=3), timedelta(minutes=30))
+    poison = h.source.recordings[1].recording_id
+    h.source.failures[poison] = [RecordingFailed("404", "http_404") for _ in range(10)]
+    result = h.new_pass().run()
+    row = h.checkpoint.get(poison)
+    assert (row.state, row.reason, row.attempts) == ("failed", "http_404", 5)
+    assert result.outcome == "dead_letters"
+    assert h.checkpoint.watermark().position == NOW - timedelta(minutes=10)
+    assert h.checkpoint.retry([poison]) == [poison]
+    h.source.failures.clear()
+    h.new_pass().run()
+    assert h.checkpoint.get(poison).state == "archived"
+
+
+def test_a_transient_failure_is_retried_within_the_pass(h: Harness) -> None:
+    h.source.recordings = [make_recording(NOW - timedelta(hours=2))]
+    rid = h.source.recordings[0].recording_id
+    h.source.failures[rid] = [RecordingFailed("html", "not_mp3")]
+    h.new_pass().run()
+    row = h.checkpoint.get(rid)
+    assert (row.state, row.attempts) == ("archived", 1)
+
+
+def test_an_off_host_url_is_dead_lettered_at_once(h: Harness) -> None:
+    bad = make_recording(
+        NOW - timedelta(hours=2), url="https://evil.example/x/" + str(uuid.uuid4()) + ".mp3"
+    )
+    h.source.recordings = [bad]
+    h.new_pass().run()
+    row = h.checkpoint.get(bad.recording_id)
+    assert (row.state, row.reason, row.attempts) == ("failed", "off_host_url", 1)
+
+
+def test_an_s3_outage_marks_nothing_archived_and_the_next_pass_completes(h: Harness) -> None:
+    h.source.recordings = spread(6, NOW - timedelta(hours=5), timedelta(minutes=40))
+    h.store.fail_next = 1
+    with pytest.raises(SinkUnavailable):
+        h.new_pass().run()
+    archived_keys = {row.key for row in h.checkpoint.archived()}
+    assert archived_keys <= set(h.store.objects)
+    assert h.checkpoint.watermark().position < NOW - timedelta(minutes=10)
+    h.new_pass().run()
+    assert h.checkpoint.counts() == {"archived": 6, "pending": 0, "failed": 0}
+    assert list((h.tmp_path / "spool").iterdir()) == []
+
+
+def test_an_object_already_in_s3_after_a_crash_counts_as_archived(h: Harness) -> None:
+    rec = make_recording(NOW - timedelta(hours=2))
+    h.source.recordings = [rec]
+    data = body_of(rec)
+    h.store.objects[h.store.key_for(rec)] = (data, hashlib.sha256(data).hexdigest())
+    h.new_pass().run()
+    assert h.checkpoint.get(rec.recording_id).state == "archived"
+
+
+def test_a_different_object_at_the_key_is_a_conflict_and_left_untouched(h: Harness) -> None:
+    rec = make_recording(NOW - timedelta(hours=2))
+    h.source.recordings = [rec]
+    h.store.objects[h.store.key_for(rec)] = (b"ID3 other", "0" * 64)
+    h.new_pass().run()
+    row = h.checkpoint.get(rec.recording_id)
+    assert (row.state, row.reason) == ("failed", "conflict")
+    assert h.store.objects[h.store.key_for(rec)] == (b"ID3 other", "0" * 64)
+
+
+def test_auth_failure_stops_the_pass(h: Harness) -> None:
+    h.source.list_failures = [AuthError("refused")]
+    with pytest.raises(AuthError):
+        h.new_pass().run()
+    assert h.checkpoint.last_pass().error == "refused"
+
+
+def test_a_stop_request_ends_the_pass_between_recordings(h: Harness) -> None:
+    from archiver.errors import Interrupted
+
+    h.source.recordings = spread(5, NOW - timedelta(hours=3), timedelta(minutes=10))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Interrupted):
+        h.new_pass(stop).run()
+    assert h.checkpoint.counts()["archived"] == 0
+
+
+def test_backfill_does_not_move_the_watermark_and_resumes(h: Harness) -> None:
+    h.source.recordings = spread(12, datetime(2024, 1, 1, tzinfo=UTC), timedelta(hours=1))
+    start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 12, tzinfo=UTC)
+    h.source.list_failures = [None] * 0
+    result = h.new_pass().backfill(start, end)
+    assert result.archived == 12
+    assert h.checkpoint.watermark().is_zero
+    assert h.checkpoint.backfill_cursor(start, end) == end
+    calls = len(h.source.calls)
+    h.new_pass().backfill(start, end)
+    assert len(h.source.calls) == calls  # nothing left to list
+
+
+def test_malformed_entries_are_recorded(h: Harness) -> None:
+    class Malformed(FakeSource):
+        def list_recordings(
+            self, window: Window, listed_from: datetime, listed_until: datetime
+        ) -> Listing:
+            return Listing(window, [], [("missing url", '{"startedAt": "x"}')])
+
+    h.source = Malformed()
+    h.new_pass().run()
+    assert h.checkpoint.malformed_count() > 0
