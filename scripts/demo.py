@@ -48,6 +48,14 @@ def main() -> int:
     sim_port, s3_port = free_port(), free_port()
     s3_url = f"http://127.0.0.1:{s3_port}"
     workdir = Path(tempfile.mkdtemp(prefix="cradle-demo-"))
+    # Fake AWS credentials for the local S3 server, in this process (boto3 below) and its children.
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "demo",
@@ -110,20 +118,38 @@ listen = ""
 """
         )
         print(f"demo: simulator on :{sim_port}, S3 on :{s3_port}, state in {workdir}", flush=True)
-        print("demo: cradle-archiver run --once (a day of recordings; about half a minute)", flush=True)
+        print(
+            "demo: cradle-archiver run --once (a day of recordings; about half a minute)",
+            flush=True,
+        )
         started = time.monotonic()
         run = subprocess.run(
-            [str(BIN / "cradle-archiver"), "--config", str(config), "--log-level", "warning", "run", "--once"],
+            [
+                str(BIN / "cradle-archiver"),
+                "--config",
+                str(config),
+                "--log-level",
+                "warning",
+                "run",
+                "--once",
+            ],
             env=env,
             check=False,
         )
         elapsed = time.monotonic() - started
         print(f"demo: run --once exited {run.returncode} after {elapsed:.1f}s\n", flush=True)
-        subprocess.run([str(BIN / "cradle-archiver"), "--config", str(config), "status"], env=env, check=False)
-        count = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET))
-        stats = urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/_sim/stats").read().decode()  # noqa: S310
+        subprocess.run(
+            [str(BIN / "cradle-archiver"), "--config", str(config), "status"], env=env, check=False
+        )
+        count = sum(
+            page.get("KeyCount", 0)
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        )
+        stats = urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/_sim/stats").read().decode()
         violations = __import__("json").loads(stats)["violations"]
-        print(f"\ndemo: {count} objects in s3://{BUCKET}; the simulator counted {violations} rate-rule violations")
+        print(
+            f"\ndemo: {count} objects in s3://{BUCKET}; the simulator counted {violations} rate-rule violations"
+        )
         return run.returncode
     finally:
         for server in servers:

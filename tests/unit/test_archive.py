@@ -24,11 +24,11 @@ NOW = datetime(2024, 5, 2, 0, 0, tzinfo=UTC)
 BASE = "https://api.cradle.io"
 
 
-def make_recording(started_at: datetime, *, url: str | None = None) -> Recording:
-    rid = str(uuid.uuid5(uuid.NAMESPACE_URL, started_at.isoformat() + (url or "")))
+def make_recording(started_at: datetime, *, host: str = BASE) -> Recording:
+    rid = str(uuid.uuid5(uuid.NAMESPACE_URL, started_at.isoformat() + host))
     return Recording(
         recording_id=rid,
-        url=url or f"{BASE}/api/v1/public/recordings/{rid}.mp3?source=api",
+        url=f"{host}/api/v1/public/recordings/{rid}.mp3?source=api",
         started_at=started_at,
         duration_seconds=60,
         nature="in",
@@ -229,9 +229,7 @@ def test_a_transient_failure_is_retried_within_the_pass(h: Harness) -> None:
 
 
 def test_an_off_host_url_is_dead_lettered_at_once(h: Harness) -> None:
-    bad = make_recording(
-        NOW - timedelta(hours=2), url="https://evil.example/x/" + str(uuid.uuid4()) + ".mp3"
-    )
+    bad = make_recording(NOW - timedelta(hours=2), host="https://evil.example")
     h.source.recordings = [bad]
     h.new_pass().run()
     row = h.checkpoint.get(bad.recording_id)

@@ -49,7 +49,7 @@ def server() -> Iterator[tuple[str, Script]]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802  the stdlib's name
+        def do_GET(self) -> None:
             script.requests.append({"path": self.path, "headers": dict(self.headers)})
             status, headers, body, length = script.responses.pop(0)
             self.send_response(status)

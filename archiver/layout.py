@@ -1,0 +1,95 @@
+"""Where and how a recording lands in S3: its key, metadata and tags, each built in one place.
+
+The key depends on the recording alone, so a second upload of the same recording finds the first.
+
+Metadata values travel as HTTP headers, which S3 accepts in ASCII only. A value that is printable
+ASCII goes as it is; any other value (non-ASCII, control characters, leading or trailing spaces,
+or one that itself looks like an encoded word) is sent as one RFC 2047 encoded word,
+`=?UTF-8?B?<base64 of the UTF-8 bytes>?=` — the form S3 itself uses for non-ASCII metadata.
+`decode_metadata_value` reverses it exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import unicodedata
+from datetime import UTC
+from urllib.parse import quote
+
+from archiver.models import Recording, format_time
+
+TAG_VALUE_MAX = 256
+TAG_REPLACEMENT = "_"
+_TAG_PUNCTUATION = frozenset("+-=._:/@")
+_ENCODED_WORD = re.compile(r"^=\?UTF-8\?B\?([A-Za-z0-9+/=]*)\?=$")
+
+
+def object_key(prefix: str, recording: Recording) -> str:
+    """`{prefix}{YYYY}/{MM}/{DD}/{recording_id}.mp3`, dated by `started_at` in UTC."""
+    if recording.started_at.tzinfo is None:
+        raise ValueError(f"started_at of {recording.recording_id} has no time zone")
+    day = recording.started_at.astimezone(UTC)
+    return f"{prefix}{day:%Y/%m/%d}/{recording.recording_id}.mp3"
+
+
+def object_metadata(recording: Recording, sha256: str) -> dict[str, str]:
+    """The user metadata (`x-amz-meta-*`) of a recording's object, ASCII-safe."""
+    fields: dict[str, str | None] = {
+        "recording-id": recording.recording_id,
+        "started-at": format_time(recording.started_at),
+        "duration-seconds": str(recording.duration_seconds),
+        "nature": recording.nature,
+        "agent1": recording.agent1,
+        "agent2": recording.agent2,
+        "cradle-number": recording.cradle_number,
+        "third-party-number": recording.third_party_number,
+        "sha256": sha256.lower(),
+    }
+    return {key: encode_metadata_value(value) for key, value in fields.items() if value is not None}
+
+
+def encode_metadata_value(value: str) -> str:
+    """`value` as it is when S3 can carry it in a header, else as an RFC 2047 encoded word."""
+    if value.isascii() and value.isprintable() and value == value.strip(" ") and "=?" not in value:
+        return value
+    encoded = base64.b64encode(value.encode("utf-8")).decode("ascii")
+    return f"=?UTF-8?B?{encoded}?="
+
+
+def decode_metadata_value(value: str) -> str:
+    """The original of a value written by `encode_metadata_value`."""
+    match = _ENCODED_WORD.match(value)
+    if match is None:
+        return value
+    return base64.b64decode(match.group(1)).decode("utf-8")
+
+
+def object_tags(recording: Recording) -> dict[str, str]:
+    """The object tags of a recording's object, values fitted to S3's tag character set."""
+    fields = {
+        "nature": recording.nature,
+        "agent1": recording.agent1,
+        "cradle-number": recording.cradle_number,
+        "third-party-number": recording.third_party_number,
+    }
+    return {key: fit_tag_value(value) for key, value in fields.items() if value is not None}
+
+
+def fit_tag_value(value: str) -> str:
+    """Replace what S3 refuses in a tag value with `_` and cut it to 256 characters.
+
+    S3 accepts letters, digits and spaces of any script (Unicode categories L, N and Z) and
+    `+ - = . _ : / @`.
+    """
+    fitted = "".join(ch if _allowed_in_tag(ch) else TAG_REPLACEMENT for ch in value)
+    return fitted[:TAG_VALUE_MAX]
+
+
+def _allowed_in_tag(ch: str) -> bool:
+    return ch in _TAG_PUNCTUATION or unicodedata.category(ch)[0] in "LNZ"
+
+
+def tagging_header(tags: dict[str, str]) -> str:
+    """The `x-amz-tagging` value: `k=v&k=v`, each part percent-encoded (UTF-8, space as %20)."""
+    return "&".join(f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in tags.items())

@@ -1,0 +1,429 @@
+"""The S3 sink: the only module that talks to S3 (and the only one importing boto3/botocore).
+
+Uploads never overwrite. `put` HEADs the key first; an object already there is judged by its
+`sha256` metadata (same body: already archived; anything else: a conflict, left untouched).
+Otherwise the write is conditional (`If-None-Match: *`), so a writer that raced us between the
+HEAD and the write makes S3 answer 412, and the HEAD is repeated and judged the same way. A store
+that answers 501 NotImplemented to the condition is written without it from then on, the HEAD
+still guarding it.
+
+Bodies stream from the staged file: one PutObject below the multipart threshold, else a
+multipart upload whose parts are read one at a time (memory stays at one part), and which is
+aborted on any failure so no orphaned parts remain.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.config
+import structlog
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from archiver import layout
+from archiver.config import S3Config
+from archiver.errors import ArchiverError, RecordingFailed, SinkUnavailable
+from archiver.models import Recording, StagedFile
+
+log = structlog.get_logger(__name__)
+
+CONTENT_TYPE = "audio/mpeg"
+MIN_PART_SIZE = 5 * 2**20  # S3 refuses smaller parts, except the last one
+MAX_PARTS = 10_000
+CHECK_DIR = ".cradle-archiver-check/"
+RETRIES = 5  # after the first attempt (botocore's `max_attempts`)
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_TAKEN_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "ExpiredToken",
+        "SignatureDoesNotMatch",
+    }
+)
+_DIGEST_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+# Refusals of this one object (its metadata, tags or size), not of the bucket: dead-letter it.
+_OBJECT_REFUSED_CODES = frozenset(
+    {"MetadataTooLarge", "InvalidTag", "KeyTooLongError", "EntityTooLarge"}
+)
+_BUSY_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
+)
+
+
+class PutOutcome(enum.Enum):
+    CREATED = "created"
+    ALREADY_PRESENT = "already_present"  # the same body is there: a crash after an upload
+    CONFLICT = "conflict"  # a different body (or one of unknown origin) is there, left untouched
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object at a key, as far as a HEAD (or our own write) tells."""
+
+    key: str
+    size: int
+    sha256: str | None
+    recording_id: str | None
+
+
+class _KeyTaken(SinkUnavailable):
+    """The conditional write found an object at the key (412, or 409 while another completes)."""
+
+
+class _Denied(SinkUnavailable):
+    """S3 refused the credentials or the permission (403)."""
+
+
+class _ConditionUnsupported(SinkUnavailable):
+    """The store answered 501 NotImplemented to `If-None-Match: *`."""
+
+
+def make_client(config: S3Config) -> Any:
+    """One S3 client for the life of the sink (it pools connections and is thread-safe)."""
+    options: dict[str, Any] = {
+        "retries": {"max_attempts": RETRIES, "mode": "standard"},
+        "connect_timeout": 10,
+        "read_timeout": 120,
+        "max_pool_connections": 4,
+    }
+    if config.endpoint_url:
+        # boto3 1.36+ adds CRC32 checksums (as aws-chunked trailers over TLS) that older MinIO,
+        # Ceph and other S3-compatible stores reject; send a checksum only where we give one.
+        options["request_checksum_calculation"] = "when_required"
+        options["response_checksum_validation"] = "when_required"
+        options["s3"] = {"addressing_style": "path"}
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        region_name=config.region or session.region_name or "us-east-1",
+        endpoint_url=config.endpoint_url or None,
+        config=botocore.config.Config(**options),
+    )
+
+
+class S3Sink:
+    """Writes recordings to one bucket, never overwriting an object."""
+
+    def __init__(
+        self,
+        config: S3Config,
+        *,
+        client: Any | None = None,
+        multipart_threshold: int = 16 * 2**20,
+        part_size: int = 8 * 2**20,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size {part_size} is below S3's minimum of {MIN_PART_SIZE}")
+        if multipart_threshold < 1:
+            raise ValueError(f"multipart_threshold {multipart_threshold} must be positive")
+        self._config = config
+        self._client = client if client is not None else make_client(config)
+        self._multipart_threshold = multipart_threshold
+        self._part_size = part_size
+        self._conditional = True
+        self._endpoint = str(getattr(self._client.meta, "endpoint_url", config.endpoint_url))
+
+    @property
+    def bucket(self) -> str:
+        return self._config.bucket
+
+    def key_for(self, recording: Recording) -> str:
+        return layout.object_key(self._config.prefix, recording)
+
+    def head(self, key: str) -> StoredObject | None:
+        """The object at `key`, or None when there is none."""
+        try:
+            response = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING_CODES:
+                return None
+            raise self._error(exc, "read from") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, "read from") from exc
+        metadata = response.get("Metadata") or {}
+        return StoredObject(
+            key=key,
+            size=int(response.get("ContentLength", 0)),
+            sha256=metadata.get("sha256"),
+            recording_id=metadata.get("recording-id"),
+        )
+
+    def put(self, recording: Recording, staged: StagedFile) -> tuple[PutOutcome, StoredObject]:
+        """Archive `staged` as `recording`'s object unless an object is already at its key."""
+        key = self.key_for(recording)
+        existing = self.head(key)
+        if existing is not None:
+            return _judge(existing, staged), existing
+        multipart = staged.size >= self._multipart_threshold
+        started = time.monotonic()
+        try:
+            if multipart:
+                self._put_multipart(key, recording, staged)
+            else:
+                self._put_single(key, recording, staged)
+        except _KeyTaken:
+            log.info("s3.put_raced", key=key)
+            existing = self.head(key)
+            if existing is None:
+                raise SinkUnavailable(
+                    f"S3 refused to create {key} in bucket {self.bucket} as already present, "
+                    "yet a HEAD finds nothing there; the next pass tries again"
+                ) from None
+            return _judge(existing, staged), existing
+        log.info(
+            "s3.put",
+            key=key,
+            bytes=staged.size,
+            multipart=multipart,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        stored = StoredObject(key, staged.size, staged.sha256.lower(), recording.recording_id)
+        return PutOutcome.CREATED, stored
+
+    def check_write(self) -> None:
+        """Prove the bucket exists and accepts our writes, or say exactly what is wrong.
+
+        Writes a small probe object under `{prefix}.cradle-archiver-check/` the way recordings
+        are written (conditional, checksum, storage class, encryption, tags), reads it back, and
+        deletes it if allowed. A HEAD of a missing key comes first, since `put` relies on S3
+        answering 404 rather than 403 for it (which needs s3:ListBucket).
+        """
+        key = f"{self._config.prefix}{CHECK_DIR}{uuid.uuid4().hex}"
+        body = b"cradle-archiver write check\n"
+        try:
+            self.head(key)
+        except _Denied as exc:
+            raise SinkUnavailable(
+                f"{exc} (a HEAD of a missing key needs s3:GetObject and s3:ListBucket)"
+            ) from exc
+        args = self._storage_args()
+        args.update(
+            Body=body,
+            ContentType="text/plain",
+            ChecksumSHA256=_base64_digest(hashlib.sha256(body).digest()),
+        )
+        if self._config.tags:
+            args["Tagging"] = layout.tagging_header({"purpose": "cradle-archiver-check"})
+        try:
+            self._conditional_write("put_object", key, args)
+        except _KeyTaken:
+            pass  # a probe of that name is there already: the write was still allowed to happen
+        except _Denied as exc:
+            needed = "s3:PutObject" + (" and s3:PutObjectTagging" if self._config.tags else "")
+            raise SinkUnavailable(f"{exc} (the archiver needs {needed})") from exc
+        stored = self.head(key)
+        if stored is None or stored.size != len(body):
+            raise SinkUnavailable(f"bucket {self.bucket} accepted a write to {key} but lost it")
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("s3.check_probe_left", key=key, error=str(self._error(exc, "delete from")))
+        log.info("s3.check", bucket=self.bucket, endpoint=self._endpoint)
+
+    def _put_single(self, key: str, recording: Recording, staged: StagedFile) -> None:
+        args = self._object_args(recording, staged)
+        args["ChecksumSHA256"] = _base64_digest(bytes.fromhex(staged.sha256))
+        args["ContentLength"] = staged.size
+        with _open_staged(staged) as body:
+            args["Body"] = body
+            self._conditional_write("put_object", key, args)
+
+    def _put_multipart(self, key: str, recording: Recording, staged: StagedFile) -> None:
+        args = self._object_args(recording, staged)
+        upload_id = self._call(
+            "create_multipart_upload", "write to", Key=key, ChecksumAlgorithm="SHA256", **args
+        )["UploadId"]
+        try:
+            parts = self._upload_parts(key, upload_id, staged)
+            self._conditional_write(
+                "complete_multipart_upload",
+                key,
+                {"UploadId": upload_id, "MultipartUpload": {"Parts": parts}},
+            )
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+
+    def _upload_parts(self, key: str, upload_id: str, staged: StagedFile) -> list[dict[str, Any]]:
+        """Send the staged file one part at a time, checking it still has the digest we know."""
+        part_size = max(self._part_size, math.ceil(staged.size / MAX_PARTS))
+        whole = hashlib.sha256()
+        parts: list[dict[str, Any]] = []
+        with _open_staged(staged) as body:
+            while chunk := body.read(part_size):
+                whole.update(chunk)
+                number = len(parts) + 1
+                checksum = _base64_digest(hashlib.sha256(chunk).digest())
+                response = self._call(
+                    "upload_part",
+                    "write to",
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=chunk,
+                    ChecksumSHA256=checksum,
+                )
+                parts.append(
+                    {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+                )
+        if whole.hexdigest() != staged.sha256.lower():
+            raise RecordingFailed(
+                f"staged file {staged.path} no longer has the sha256 it was verified with",
+                reason="staged_corrupt",
+            )
+        return parts
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("s3.abort_failed", key=key, upload_id=upload_id, error=str(exc))
+        else:
+            log.info("s3.abort", key=key, upload_id=upload_id)
+
+    def _conditional_write(self, method: str, key: str, args: dict[str, Any]) -> Any:
+        """Call `method` with `If-None-Match: *` unless the store is known not to support it."""
+        if self._conditional:
+            try:
+                return self._call(
+                    method, "write to", conditional=True, Key=key, IfNoneMatch="*", **args
+                )
+            except _ConditionUnsupported:
+                self._conditional = False
+                log.warning("s3.conditional_write_unsupported", endpoint=self._endpoint)
+                if hasattr(args.get("Body"), "seek"):
+                    args["Body"].seek(0)
+        return self._call(method, "write to", Key=key, **args)
+
+    def _call(self, method: str, action: str, *, conditional: bool = False, **args: Any) -> Any:
+        operation: Callable[..., Any] = getattr(self._client, method)
+        try:
+            return operation(Bucket=self.bucket, **args)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, action, conditional=conditional) from exc
+
+    def _object_args(self, recording: Recording, staged: StagedFile) -> dict[str, Any]:
+        args = self._storage_args()
+        args["ContentType"] = CONTENT_TYPE
+        args["Metadata"] = layout.object_metadata(recording, staged.sha256)
+        if self._config.tags:
+            args["Tagging"] = layout.tagging_header(layout.object_tags(recording))
+        return args
+
+    def _storage_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if self._config.storage_class:
+            args["StorageClass"] = self._config.storage_class
+        if self._config.sse:
+            args["ServerSideEncryption"] = self._config.sse
+        if self._config.kms_key_id:
+            args["SSEKMSKeyId"] = self._config.kms_key_id
+        return args
+
+    def _error(self, exc: Exception, action: str, *, conditional: bool = False) -> ArchiverError:
+        return map_error(
+            exc, bucket=self.bucket, endpoint=self._endpoint, action=action, conditional=conditional
+        )
+
+
+def map_error(
+    exc: Exception, *, bucket: str, endpoint: str, action: str, conditional: bool = False
+) -> ArchiverError:
+    """The one place a boto3/botocore failure becomes an archiver error.
+
+    `action` reads "write to", "read from" or "delete from". botocore has already retried
+    throttling, 5xx and connection errors by the time one reaches here.
+    """
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        message = exc.response.get("Error", {}).get("Message") or ""
+        if code in _TAKEN_CODES or status == 412:
+            return _KeyTaken(f"an object appeared in bucket {bucket} ({code})")
+        if code == "NotImplemented" and conditional:
+            return _ConditionUnsupported(f"S3 at {endpoint} does not support If-None-Match")
+        if code == "NoSuchBucket":
+            return SinkUnavailable(f"bucket {bucket} does not exist")
+        if code in _DIGEST_CODES:
+            return RecordingFailed(
+                f"S3 refused the body as corrupt ({code}): {message}", reason="checksum_mismatch"
+            )
+        if code in _OBJECT_REFUSED_CODES:
+            return RecordingFailed(
+                f"S3 refused the object ({code}): {message}", reason="s3_refused", permanent=True
+            )
+        if code in _DENIED_CODES or status == 403:
+            return _Denied(f"{action} bucket {bucket} denied ({code}): {message}")
+        if code in _BUSY_CODES or status >= 500:
+            return SinkUnavailable(
+                f"S3 at {endpoint} unreachable: still answering {code} ({status}) "
+                f"after {RETRIES} retries: {message}"
+            )
+        return SinkUnavailable(f"{action} bucket {bucket} refused ({code}): {message}")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        return SinkUnavailable(f"no usable AWS credentials for S3: {exc}")
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return SinkUnavailable(f"S3 at {endpoint} unreachable: {exc}")
+    return SinkUnavailable(f"S3 request to {endpoint} failed: {exc}")
+
+
+def _judge(existing: StoredObject, staged: StagedFile) -> PutOutcome:
+    same = existing.sha256 is not None and existing.sha256.lower() == staged.sha256.lower()
+    if same and existing.size == staged.size:
+        log.info("s3.already_present", key=existing.key, bytes=existing.size)
+        return PutOutcome.ALREADY_PRESENT
+    log.warning(
+        "s3.conflict",
+        key=existing.key,
+        existing_sha256=existing.sha256,
+        existing_bytes=existing.size,
+        sha256=staged.sha256,
+        bytes=staged.size,
+    )
+    return PutOutcome.CONFLICT
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _base64_digest(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _open_staged(staged: StagedFile) -> BinaryIO:
+    """The staged file, checked to be as long as when it was verified."""
+    try:
+        handle = open(staged.path, "rb")  # noqa: SIM115  closed by the caller's `with`
+    except OSError as exc:
+        raise RecordingFailed(f"cannot read staged file {staged.path}: {exc}", "staging") from exc
+    size = os.fstat(handle.fileno()).st_size
+    if size != staged.size:
+        handle.close()
+        raise RecordingFailed(
+            f"staged file {staged.path} has {size} bytes, not the {staged.size} verified",
+            reason="staged_corrupt",
+        )
+    return handle

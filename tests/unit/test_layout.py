@@ -1,0 +1,176 @@
+"""Where and how a recording lands: key, metadata, tags."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qsl
+
+import pytest
+
+from archiver import layout
+from archiver.models import Recording
+
+RID = "0b6a3c1e-8f7d-4c2a-9e1b-5d4f3a2b1c0d"
+SHA = "ab" * 32
+
+
+def recording(**changes: object) -> Recording:
+    entry: dict[str, object] = {
+        "url": f"https://api.cradle.io/api/v1/public/recordings/{RID}.mp3?source=api",
+        "startedAt": "2022-06-01T10:15:30.250Z",
+        "durationSeconds": 93,
+        "nature": "in",
+        "agent1": "Alice Smith",
+        "agent2": "Bob Jones",
+        "cradleNumber": "+4930123456",
+        "thirdPartyNumber": "+4940987654",
+    }
+    entry.update(changes)
+    return Recording.from_api({k: v for k, v in entry.items() if v is not None})
+
+
+def test_key_is_prefix_utc_date_and_recording_id() -> None:
+    assert layout.object_key("cradle/", recording()) == f"cradle/2022/06/01/{RID}.mp3"
+
+
+def test_key_without_prefix() -> None:
+    assert layout.object_key("", recording()) == f"2022/06/01/{RID}.mp3"
+
+
+def test_key_dates_an_offset_start_time_by_its_utc_day() -> None:
+    # 00:30 on 1 January in Berlin (+01:00) is still 31 December in UTC.
+    rec = recording(startedAt="2023-01-01T00:30:00+01:00")
+    assert layout.object_key("p/", rec) == f"p/2022/12/31/{RID}.mp3"
+
+
+def test_key_dates_a_negative_offset_forward_across_midnight() -> None:
+    rec = recording(startedAt="2022-02-28T21:00:00-05:00")
+    assert layout.object_key("p/", rec) == f"p/2022/03/01/{RID}.mp3"
+
+
+def test_key_of_a_recording_built_in_another_zone_uses_utc() -> None:
+    started = datetime(2022, 6, 2, 1, 0, tzinfo=timezone(timedelta(hours=3)))
+    rec = Recording(RID, "u", started, 1, "in", "A")
+    assert layout.object_key("", rec) == f"2022/06/01/{RID}.mp3"
+
+
+def test_key_refuses_a_naive_start_time() -> None:
+    rec = Recording(RID, "u", datetime(2022, 6, 1), 1, "in", "A")  # noqa: DTZ001  the case under test
+    with pytest.raises(ValueError, match="no time zone"):
+        layout.object_key("", rec)
+
+
+def test_metadata_has_every_field_when_present() -> None:
+    assert layout.object_metadata(recording(), SHA.upper()) == {
+        "recording-id": RID,
+        "started-at": "2022-06-01T10:15:30.250Z",
+        "duration-seconds": "93",
+        "nature": "in",
+        "agent1": "Alice Smith",
+        "agent2": "Bob Jones",
+        "cradle-number": "+4930123456",
+        "third-party-number": "+4940987654",
+        "sha256": SHA,
+    }
+
+
+def test_metadata_leaves_out_absent_optional_fields() -> None:
+    rec = recording(nature="team", agent2=None, cradleNumber=None, thirdPartyNumber=None)
+    metadata = layout.object_metadata(rec, SHA)
+    assert set(metadata) == {
+        "recording-id",
+        "started-at",
+        "duration-seconds",
+        "nature",
+        "agent1",
+        "sha256",
+    }
+
+
+def test_metadata_started_at_is_utc_with_z() -> None:
+    rec = recording(startedAt="2023-01-01T00:30:00+01:00")
+    assert layout.object_metadata(rec, SHA)["started-at"] == "2022-12-31T23:30:00.000Z"
+
+
+def test_metadata_encodes_a_non_ascii_agent_reversibly_in_ascii() -> None:
+    rec = recording(agent1="Jürgen Müller", agent2="渡辺 直美")
+    metadata = layout.object_metadata(rec, SHA)
+    assert all(value.isascii() for value in metadata.values())
+    assert metadata["agent1"] == "=?UTF-8?B?SsO8cmdlbiBNw7xsbGVy?="
+    assert layout.decode_metadata_value(metadata["agent1"]) == "Jürgen Müller"
+    assert layout.decode_metadata_value(metadata["agent2"]) == "渡辺 直美"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "",
+        "tab\there",
+        "line\nbreak",
+        " padded ",
+        "=?UTF-8?B?SGk=?=",
+        "100% =? odd",
+        "Zoë",
+    ],
+)
+def test_metadata_values_survive_a_round_trip_as_header_safe_ascii(value: str) -> None:
+    encoded = layout.encode_metadata_value(value)
+    assert encoded.isascii()
+    assert encoded.isprintable()
+    assert encoded == encoded.strip()
+    assert layout.decode_metadata_value(encoded) == value
+
+
+def test_plain_ascii_metadata_is_sent_unchanged() -> None:
+    assert layout.encode_metadata_value("+49 30 123456") == "+49 30 123456"
+
+
+def test_tags_have_nature_agent1_and_numbers_but_not_agent2() -> None:
+    assert layout.object_tags(recording()) == {
+        "nature": "in",
+        "agent1": "Alice Smith",
+        "cradle-number": "+4930123456",
+        "third-party-number": "+4940987654",
+    }
+
+
+def test_tags_of_a_team_call_have_no_numbers() -> None:
+    rec = recording(nature="team", cradleNumber=None, thirdPartyNumber=None)
+    assert layout.object_tags(rec) == {"nature": "team", "agent1": "Alice Smith"}
+
+
+@pytest.mark.parametrize(
+    ("value", "fitted"),
+    [
+        ("Alice Smith", "Alice Smith"),
+        ("a+b-c=d.e_f:g/h@i", "a+b-c=d.e_f:g/h@i"),
+        ("O'Brien, Pat (sales)", "O_Brien_ Pat _sales_"),
+        ("Jürgen Müller", "Jürgen Müller"),
+        ("渡辺 直美", "渡辺 直美"),
+        ("a&b?c#d%e*", "a_b_c_d_e_"),
+        ("tab\there", "tab_here"),
+    ],
+)
+def test_tag_values_are_fitted_to_the_s3_character_set(value: str, fitted: str) -> None:
+    assert layout.fit_tag_value(value) == fitted
+
+
+def test_tag_values_are_cut_to_256_characters() -> None:
+    assert layout.fit_tag_value("x" * 300) == "x" * 256
+    rec = recording(agent1="y" * 1000)
+    assert len(layout.object_tags(rec)["agent1"]) == 256
+
+
+def test_tagging_header_is_url_encoded_and_parses_back() -> None:
+    tags = {"agent1": "Jürgen Müller", "cradle-number": "+4930123", "nature": "a=b&c"}
+    header = layout.tagging_header(tags)
+    assert header.isascii()
+    assert " " not in header
+    assert "+" not in header
+    assert header.startswith("agent1=J%C3%BCrgen%20M%C3%BCller&cradle-number=%2B4930123&")
+    assert dict(parse_qsl(header, keep_blank_values=True)) == tags
+
+
+def test_tagging_header_of_no_tags_is_empty() -> None:
+    assert layout.tagging_header({}) == ""
