@@ -1,0 +1,537 @@
+"""The SQLite checkpoint: the watermark, every recording seen, and what became of it.
+
+The only module that imports sqlite3. One file in WAL mode; one writer at a time (an exclusive
+flock on `<path>.lock`); short-lived readers (`status`, `verify`, `retry`) beside it, kept safe by
+SQLite's locking and a 5 s busy timeout. Every write is one `BEGIN IMMEDIATE` transaction, so a
+kill at any instant leaves the state of the last commit.
+
+Durability is `synchronous=NORMAL`. In WAL mode a commit survives the process being killed (its
+frames are in the WAL, in the OS page cache). Only a power loss or kernel crash can undo commits,
+and then always the most recent ones, never one in the middle: WAL recovery stops at the first
+frame whose chained checksum fails. That returns the archiver to a state it has already been in,
+and every step from there is safe to redo: a recording back at pending is found in S3 by the
+conditional write or HEAD (guarantee 2); a watermark back in time re-lists windows whose
+recordings `add_listed` dedupes. A later commit (the watermark) never outlives an earlier one it
+depends on (the recordings it covers), which is what guarantee 1 needs. FULL would add an fsync
+per recording and buy nothing more.
+
+Counts by state live in `state_counts`, kept by triggers in the same transaction as every change
+to `recordings`: `counts()` reads three rows and cannot drift, not even after hand edits in the
+sqlite3 shell. Times are integer microseconds since the epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from archiver.errors import CheckpointError, CheckpointLocked, MalformedEntry
+from archiver.models import PassResult, Recording, Watermark, Window, utc_now
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x43524441  # "CRDA": tells our files from other SQLite databases
+STATES = ("pending", "archived", "failed")
+BUSY_TIMEOUT_SECONDS = 5.0
+PASS_HISTORY = 100  # results kept per kind; status shows the last, the rest help a post-mortem
+MAX_RAW_CHARS = 10_000  # a malformed entry is kept as evidence, not archived
+STREAM_PAGE = 1000  # rows per read in archived(), so a long verify never pins an old snapshot
+
+Clock = Callable[[], datetime]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LOWEST, _HIGHEST = -(2**63), 2**63 - 1
+
+# "Troubled" recordings (failed at least once, not archived) have their own small index. The CHECKs
+# make every failed recording troubled, so queries for failed ones repeat the index's terms.
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE recordings (
+    id INTEGER PRIMARY KEY,
+    recording_id TEXT NOT NULL UNIQUE,
+    started_at INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'archived', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    reason TEXT, sha256 TEXT, size INTEGER, key TEXT,
+    first_seen INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    entry TEXT NOT NULL,  -- the list entry, Recording.to_api()
+    CHECK (state <> 'failed' OR attempts > 0),
+    CHECK (state <> 'archived' OR (sha256 IS NOT NULL AND size IS NOT NULL AND key IS NOT NULL))
+);
+CREATE INDEX recordings_pending ON recordings (started_at, recording_id) WHERE state = 'pending';
+CREATE INDEX recordings_archived ON recordings (started_at) WHERE state = 'archived';
+CREATE INDEX recordings_troubled ON recordings (updated_at)
+    WHERE state <> 'archived' AND attempts > 0;
+CREATE TABLE state_counts (state TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL CHECK (n >= 0))
+    WITHOUT ROWID;
+INSERT INTO state_counts VALUES ('pending', 0), ('archived', 0), ('failed', 0);
+CREATE TRIGGER recordings_counted_insert AFTER INSERT ON recordings BEGIN
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER recordings_counted_update AFTER UPDATE OF state ON recordings
+WHEN OLD.state <> NEW.state BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER recordings_counted_delete AFTER DELETE ON recordings BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TABLE malformed (
+    id INTEGER PRIMARY KEY, raw TEXT NOT NULL UNIQUE, reason TEXT NOT NULL,
+    window_start INTEGER NOT NULL, window_end INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, times_seen INTEGER NOT NULL
+);
+CREATE TABLE backfills (
+    range_start INTEGER NOT NULL, range_end INTEGER NOT NULL, cursor INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL, PRIMARY KEY (range_start, range_end)
+) WITHOUT ROWID;
+CREATE TABLE passes (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, started_at INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL, outcome TEXT NOT NULL, archived INTEGER NOT NULL,
+    failed INTEGER NOT NULL, listed INTEGER NOT NULL, error TEXT NOT NULL
+);
+CREATE INDEX passes_kind ON passes (kind, id);
+"""
+# Step n turns a version n-1 file into version n; append steps, never edit a released one.
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+_NOT_OURS = "{} is an SQLite database, not a cradle-archiver checkpoint"
+
+
+@dataclass(frozen=True)
+class RecordingRow:
+    recording: Recording
+    state: str  # "pending" | "archived" | "failed"
+    attempts: int
+    reason: str | None  # the last failure's, kept after a retry or a later success
+    sha256: str | None
+    size: int | None
+    key: str | None
+    first_seen: datetime
+    updated_at: datetime
+
+
+class Checkpoint:
+    """The archiver's durable state; open it with `Checkpoint.open`."""
+
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, lock_fd: int | None, clock: Clock
+    ) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self._clock = clock
+        self._mutex = threading.RLock()  # the connection may be shared with a reader thread
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        writer: bool = True,
+        create: bool = True,
+        clock: Clock = utc_now,
+    ) -> Checkpoint:
+        path = Path(path)
+        if not create and not path.exists():
+            raise CheckpointError(f"no checkpoint at {path} yet; run the archiver first")
+        lock_fd = None
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lock_fd = _take_lock(path) if writer else None
+            if create:
+                # Made here, not by SQLite, so it is 0600 from its first instant; SQLite gives
+                # the -wal and -shm files the database file's mode.
+                os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+            if writer:
+                _make_private(path)
+            return cls(path, _connect(path, writer=writer, create=create), lock_fd, clock)
+        except BaseException as exc:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            if isinstance(exc, OSError):
+                raise CheckpointError(f"cannot open the checkpoint {path}: {exc}") from exc
+            raise
+
+    def close(self) -> None:
+        """Close the file and release the writer's lock; safe to call twice."""
+        with self._mutex:
+            self._conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor drops the flock
+                self._lock_fd = None
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def watermark(self) -> Watermark:
+        rows = self._query("SELECT value FROM meta WHERE key = 'watermark'")
+        return Watermark(_time(rows[0][0]) if rows else None)
+
+    def set_watermark(self, position: datetime) -> None:
+        new = _micros(position)
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()
+            if row is not None and new < row[0]:
+                raise ValueError(
+                    f"the watermark never moves backwards: it is at {_time(row[0]).isoformat()},"
+                    f" asked for {position.isoformat()}"
+                )
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?)", (new,))
+
+    def add_listed(self, recordings: Iterable[Recording]) -> list[Recording]:
+        now = self._now()
+        added = []
+        with self._write() as conn:
+            for recording in recordings:
+                # started_at in whole milliseconds, as the stored entry keeps it (to_api).
+                values = (recording.recording_id, _micros(recording.started_at) // 1000 * 1000)
+                entry = json.dumps(recording.to_api(), separators=(",", ":"), ensure_ascii=False)
+                if conn.execute(
+                    "INSERT INTO recordings (recording_id, started_at, first_seen, updated_at,"
+                    " entry) VALUES (?, ?, ?, ?, ?) ON CONFLICT (recording_id) DO NOTHING",
+                    (*values, now, now, entry),
+                ).rowcount:
+                    added.append(recording)
+        return added
+
+    def get(self, recording_id: str) -> RecordingRow | None:
+        rows = self._query("SELECT * FROM recordings WHERE recording_id = ?", recording_id.lower())
+        return _row(rows[0]) if rows else None
+
+    def pending(
+        self,
+        *,
+        until: datetime | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[RecordingRow]:
+        rows = self._query(
+            "SELECT * FROM recordings WHERE state = 'pending' AND started_at >= ?"
+            " AND started_at < ? ORDER BY started_at, recording_id LIMIT ?",
+            *_bounds(since, until),
+            -1 if limit is None else limit,
+        )
+        return [_row(row) for row in rows]
+
+    def count_pending(self, *, until: datetime | None = None, since: datetime | None = None) -> int:
+        if since is None and until is None:
+            return self.counts()["pending"]  # O(1), where walking the index is O(pending)
+        sql = "SELECT count(*) FROM recordings WHERE state = 'pending' AND started_at >= ?"
+        return int(self._query(sql + " AND started_at < ?", *_bounds(since, until))[0][0])
+
+    def mark_archived(self, recording_id: str, *, sha256: str, size: int, key: str) -> None:
+        """Idempotent; archived again with a different sha256 is a bug and raises ValueError."""
+        with self._write() as conn:
+            row = _require(conn, recording_id)
+            if row["state"] == "archived":
+                if row["sha256"] != sha256:
+                    raise ValueError(f"{recording_id} is archived with sha256 {row['sha256']}")
+                return
+            conn.execute(
+                "UPDATE recordings SET state = 'archived', sha256 = ?, size = ?, key = ?,"
+                " updated_at = ? WHERE id = ?",
+                (sha256, size, key, self._now(), row["id"]),
+            )
+
+    def record_failure(
+        self, recording_id: str, reason: str, *, dead_letter: bool, max_attempts: int
+    ) -> RecordingRow:
+        """Count a failed attempt; an archived recording is never turned back (ValueError)."""
+        with self._write() as conn:
+            row = _require(conn, recording_id)
+            if row["state"] == "archived":
+                raise ValueError(f"{recording_id} is archived; a failure cannot undo that")
+            updated = conn.execute(
+                "UPDATE recordings SET attempts = attempts + 1, reason = ?, updated_at = ?,"
+                " state = CASE WHEN ? OR attempts + 1 >= ? THEN 'failed' ELSE state END"
+                " WHERE id = ? RETURNING *",
+                (reason, self._now(), dead_letter, max_attempts, row["id"]),
+            ).fetchall()
+        return _row(updated[0])
+
+    def retry(self, recording_ids: Sequence[str] | None = None) -> list[str]:
+        """Failed -> pending with attempts 0; returns the ids changed, in lower case."""
+        now = self._now()
+        with self._write() as conn:
+            if recording_ids is None:
+                rows = conn.execute(
+                    "UPDATE recordings SET state = 'pending', attempts = 0, updated_at = ?"
+                    " WHERE state = 'failed' AND state <> 'archived' AND attempts > 0"
+                    " RETURNING recording_id",
+                    (now,),
+                ).fetchall()
+                return sorted(row[0] for row in rows)
+            wanted = dict.fromkeys(i.lower() for i in recording_ids)
+            sql = "UPDATE recordings SET state = 'pending', attempts = 0, updated_at = ?"
+            sql += " WHERE recording_id = ? AND state = 'failed'"
+            return [i for i in wanted if conn.execute(sql, (now, i)).rowcount]
+
+    def record_malformed(self, window: Window, reason: str, raw: str) -> None:
+        """One row per distinct entry, however often the lookback lists it again."""
+        now = self._now()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO malformed (raw, reason, window_start, window_end, first_seen,"
+                " last_seen, times_seen) VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (raw) DO UPDATE"
+                " SET reason = excluded.reason, window_start = excluded.window_start,"
+                " window_end = excluded.window_end, last_seen = excluded.last_seen,"
+                " times_seen = times_seen + 1",
+                (raw[:MAX_RAW_CHARS], reason, _micros(window.start), _micros(window.end), now, now),
+            )
+
+    def malformed_count(self) -> int:
+        return int(self._query("SELECT count(*) FROM malformed")[0][0])
+
+    def backfill_cursor(self, start: datetime, end: datetime) -> datetime | None:
+        sql = "SELECT cursor FROM backfills WHERE range_start = ? AND range_end = ?"
+        rows = self._query(sql, _micros(start), _micros(end))
+        return _time(rows[0][0]) if rows else None
+
+    def set_backfill_cursor(self, start: datetime, end: datetime, cursor: datetime) -> None:
+        if not start <= cursor <= end:
+            raise ValueError(f"backfill cursor {cursor} is outside [{start}, {end}]")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO backfills (range_start, range_end, cursor, updated_at)"
+                " VALUES (?, ?, ?, ?)",
+                (_micros(start), _micros(end), _micros(cursor), self._now()),
+            )
+
+    def record_pass(self, result: PassResult) -> None:
+        times = (_micros(result.started_at), _micros(result.finished_at))
+        counts = (result.archived, result.failed, result.listed)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO passes (kind, started_at, finished_at, outcome, archived, failed,"
+                " listed, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (result.kind, *times, result.outcome, *counts, result.error),
+            )
+            conn.execute(
+                "DELETE FROM passes WHERE kind = ? AND id <= (SELECT id FROM passes WHERE kind = ?"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (result.kind, result.kind, PASS_HISTORY),
+            )
+
+    def last_pass(self, kind: str = "pass") -> PassResult | None:
+        rows = self._query(
+            "SELECT kind, started_at, finished_at, outcome, archived, failed, listed, error"
+            " FROM passes WHERE kind = ? ORDER BY id DESC LIMIT 1",
+            kind,
+        )
+        if not rows:
+            return None
+        kind, started, finished, *rest = rows[0]
+        return PassResult(kind, _time(started), _time(finished), *rest)
+
+    def counts(self) -> dict[str, int]:
+        found = {row["state"]: row["n"] for row in self._query("SELECT * FROM state_counts")}
+        return {state: int(found.get(state, 0)) for state in STATES}
+
+    def recent_failures(self, limit: int = 10) -> list[RecordingRow]:
+        rows = self._query(
+            "SELECT * FROM recordings WHERE state <> 'archived' AND attempts > 0"
+            " ORDER BY updated_at DESC, id DESC LIMIT ?",
+            limit,
+        )
+        return [_row(row) for row in rows]
+
+    def archived(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[RecordingRow]:
+        """In start-time order, a page per short read, holding no snapshot between pages."""
+        low, high = _bounds(since, until)
+        after = (low, -1)
+        while True:
+            rows = self._query(
+                "SELECT * FROM recordings WHERE state = 'archived' AND started_at >= ?"
+                " AND started_at < ? AND (started_at, id) > (?, ?) ORDER BY started_at, id LIMIT ?",
+                *(after[0], high, *after, STREAM_PAGE),
+            )
+            yield from (_row(row) for row in rows)
+            if len(rows) < STREAM_PAGE:
+                return
+            after = (rows[-1]["started_at"], rows[-1]["id"])
+
+    def failed_ids(self) -> list[str]:
+        # Sorted here: ORDER BY would tempt the planner to walk the whole recording_id index.
+        rows = self._query(
+            "SELECT recording_id FROM recordings"
+            " WHERE state = 'failed' AND state <> 'archived' AND attempts > 0"
+        )
+        return sorted(row[0] for row in rows)
+
+    def _now(self) -> int:
+        return _micros(self._clock())
+
+    def _query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        with self._mutex:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise CheckpointError(f"checkpoint {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that upgrades later can
+        # fail with SQLITE_BUSY at once instead of waiting out the busy timeout.
+        with self._mutex:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise CheckpointError(f"checkpoint {self.path}: {exc}") from exc
+
+
+def _take_lock(path: Path) -> int:
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise CheckpointLocked(
+            f"another cradle-archiver process (pid {holder if holder.isdigit() else 'unknown'})"
+            f" holds the checkpoint {path}; stop it first"
+        ) from None
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _make_private(path: Path) -> None:
+    """The state is readable by its owner only (guarantee 6), even a file copied in by hand."""
+    for name in (str(path), f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(name) and os.stat(name).st_mode & 0o077:
+            os.chmod(name, 0o600)
+
+
+def _connect(path: Path, *, writer: bool, create: bool) -> sqlite3.Connection:
+    try:
+        # mode=rw: SQLite must never create the file itself, with whatever mode the umask gives.
+        conn = sqlite3.connect(
+            f"file:{quote(str(path.absolute()))}?mode=rw",
+            uri=True,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        raise CheckpointError(f"cannot open the checkpoint {path}: {exc}") from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        _prepare(conn, path, writer=writer, create=create)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise CheckpointError(f"{path} is not a usable checkpoint: {exc}") from exc
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, *, writer: bool, create: bool) -> None:
+    version = _check_version(conn, path)
+    if version == 0 and not (writer or create):
+        raise CheckpointError(f"no checkpoint at {path} yet; run the archiver first")
+    if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise CheckpointError(_NOT_OURS.format(path))
+    if version > 0 and conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+        raise CheckpointError(_NOT_OURS.format(path))
+    if 0 < version < SCHEMA_VERSION and not writer:
+        raise CheckpointError(
+            f"the checkpoint {path} has schema version {version}; run `cradle-archiver run`"
+            f" once to upgrade it to version {SCHEMA_VERSION}"
+        )
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if mode != "wal" and conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+        raise CheckpointError(f"{path}: SQLite cannot use WAL there; use a local filesystem")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    if version < SCHEMA_VERSION:
+        migrate(conn, path)
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION in one transaction; refuse a newer one."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process may have migrated meanwhile.
+        for step in range(_check_version(conn, path) + 1, SCHEMA_VERSION + 1):
+            statement = ""
+            for line in MIGRATIONS[step].splitlines(keepends=True):
+                statement += line  # split where SQLite would: trigger bodies hold semicolons
+                if sqlite3.complete_statement(statement):
+                    conn.execute(statement)
+                    statement = ""
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_version(conn: sqlite3.Connection, path: Path) -> int:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise CheckpointError(
+            f"the checkpoint {path} has schema version {version}, newer than the {SCHEMA_VERSION}"
+            " this cradle-archiver understands; upgrade cradle-archiver to use it"
+        )
+    return version
+
+
+def _require(conn: sqlite3.Connection, recording_id: str) -> sqlite3.Row:
+    sql = "SELECT * FROM recordings WHERE recording_id = ?"
+    row: sqlite3.Row | None = conn.execute(sql, (recording_id.lower(),)).fetchone()
+    if row is None:
+        raise KeyError(f"recording {recording_id} is not in the checkpoint")
+    return row
+
+
+def _row(row: sqlite3.Row) -> RecordingRow:
+    try:
+        recording = Recording.from_api(json.loads(row["entry"]))
+    except (ValueError, MalformedEntry) as exc:
+        raise CheckpointError(f"{row['recording_id']}: unreadable stored entry: {exc}") from exc
+    names = ("state", "attempts", "reason", "sha256", "size", "key", "first_seen", "updated_at")
+    fields: dict[str, Any] = {name: row[name] for name in names}
+    fields.update(first_seen=_time(row["first_seen"]), updated_at=_time(row["updated_at"]))
+    return RecordingRow(recording, **fields)
+
+
+def _micros(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone; the checkpoint stores UTC times")
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _time(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _bounds(since: datetime | None, until: datetime | None) -> tuple[int, int]:
+    low = _LOWEST if since is None else _micros(since)
+    return low, _HIGHEST if until is None else _micros(until)

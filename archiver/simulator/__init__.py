@@ -1,0 +1,25 @@
+"""A local Cradle API: generated recordings, the API's rate rules, and injectable faults.
+
+    with Simulator(SimulatorOptions(seed=1, per_hour=20)) as sim:
+        ...  # point cradle.base_url at sim.base_url; read sim.stats()
+
+Standard library only (plus structlog), so it runs anywhere the archiver does. Modules:
+`options` (settings), `data` and `body` (the generated account), `listing` (list bodies),
+`faults` (fault decisions), `stats` (counters and the rate gate), `server`, `admin` and
+`canary` (the HTTP side), `simulator` (the object that ties them), `arguments` (CLI flags).
+"""
+
+from archiver.simulator.arguments import add_arguments, options_from_args
+from archiver.simulator.data import BadEntry, SimRecording
+from archiver.simulator.options import OptionError, SimulatorOptions
+from archiver.simulator.simulator import Simulator
+
+__all__ = [
+    "BadEntry",
+    "OptionError",
+    "SimRecording",
+    "Simulator",
+    "SimulatorOptions",
+    "add_arguments",
+    "options_from_args",
+]

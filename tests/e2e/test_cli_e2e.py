@@ -1,0 +1,224 @@
+"""The real CLI as a process, against the simulator and moto's S3 server over HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import API_KEY, Bucket, cli, events, expected_objects, spawn, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_bucket_holds_exactly(bucket: Bucket, sim: Any) -> dict[str, Any]:
+    wanted = expected_objects(sim)
+    found = bucket.objects()
+    assert sorted(found) == sorted(wanted)
+    for key, rec in wanted.items():
+        obj = found[key]
+        assert obj["sha256"] == sim.body_sha256(rec.recording_id), key
+        assert obj["metadata"]["sha256"] == obj["sha256"]
+        assert obj["metadata"]["recording-id"] == rec.recording_id
+        assert obj["content_type"] == "audio/mpeg"
+    assert bucket.multipart_uploads() == []
+    return found
+
+
+def test_run_once_archives_every_recording_exactly_once(
+    tmp_path: Path, simulator: Any, bucket: Bucket
+) -> None:
+    sim = simulator(per_hour=15)
+    config = write_config(tmp_path / "config.toml", sim, bucket)
+    result = cli("run", "--once", config=config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = assert_bucket_holds_exactly(bucket, sim)
+    assert len(found) >= 30
+    entry = next(rec.entry for rec in sim.recordings() if rec.entry.get("nature") == "in")
+    key = next(k for k in found if k.endswith(entry["url"].rsplit("/", 1)[-1].split("?")[0]))
+    metadata, tags = found[key]["metadata"], found[key]["tags"]
+    assert metadata["nature"] == "in" and metadata["agent1"] == entry["agent1"]
+    assert metadata["cradle-number"] == entry["cradleNumber"]
+    assert metadata["duration-seconds"] == str(entry["durationSeconds"])
+    assert tags["nature"] == "in" and tags["third-party-number"] == entry["thirdPartyNumber"]
+    stats = sim.stats()
+    assert stats["violations"] == 0
+    logged = events(result.stderr)
+    archived = [e for e in logged if e["event"] == "recording.archived"]
+    assert len(archived) == len(found) and all(e["bytes"] > 0 for e in archived)
+    assert any(e["event"] == "window.listed" for e in logged)
+    assert API_KEY not in result.stderr + result.stdout
+
+    downloads = stats["requests_by_kind"]["download"]
+    again = cli("run", "--once", config=config)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sim.stats()["requests_by_kind"]["download"] == downloads
+    assert sim.stats()["violations"] == 0
+
+    status = cli("status", "--json", config=config)
+    report = json.loads(status.stdout)
+    assert report["archived"] == len(found) and report["pending"] == 0 and report["failed"] == 0
+    assert datetime.fromisoformat(report["watermark"].replace("Z", "+00:00")) <= datetime.now(UTC)
+
+
+def test_boundaries_and_late_arrivals_are_caught(
+    tmp_path: Path, simulator: Any, bucket: Bucket
+) -> None:
+    for bounds in ("inclusive", "exclusive"):
+        sim = simulator(
+            per_hour=10, boundary_fraction=0.4, late_fraction=0.2, late_delay=4, bounds=bounds
+        )
+        late = [r for r in sim.recordings() if r.visible_at > datetime.now(UTC)]
+        assert late, "the simulator made no late recordings"
+        workdir = tmp_path / bounds
+        workdir.mkdir()
+        config = write_config(workdir / "config.toml", sim, bucket, s3={"prefix": f"{bounds}/"})
+        first = cli("run", "--once", config=config)
+        assert first.returncode == 0, first.stderr[-2000:]
+        time.sleep(max(0.0, max(r.visible_at for r in late).timestamp() - time.time()) + 0.2)
+        second = cli("run", "--once", config=config)
+        assert second.returncode == 0, second.stderr[-2000:]
+        wanted = expected_objects(sim, prefix=f"{bounds}/")
+        keys = [k for k in bucket.object_keys() if k.startswith(f"{bounds}/")]
+        assert sorted(keys) == sorted(wanted)
+        assert sim.stats()["violations"] == 0
+
+
+def test_a_429_with_retry_after_is_honoured(tmp_path: Path, simulator: Any, bucket: Bucket) -> None:
+    sim = simulator(per_hour=8, fault_429=0.15, retry_after="seconds")
+    config = write_config(tmp_path / "config.toml", sim, bucket)
+    result = cli("run", "--once", config=config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_bucket_holds_exactly(bucket, sim)
+    stats = sim.stats()
+    assert stats["faults"]["429"] > 0
+    assert stats["violations"] == 0
+    retries = [
+        e for e in events(result.stderr) if e["event"] == "api.retry" and e["reason"] == "http_429"
+    ]
+    assert len(retries) == stats["faults"]["429"]
+    assert all(e["wait"] == 1.0 for e in retries)  # the simulator says Retry-After: 1
+
+
+def test_large_recordings_go_up_as_real_multipart_uploads(
+    tmp_path: Path, simulator: Any, bucket: Bucket
+) -> None:
+    sim = simulator(per_hour=1, size=17 * 2**20)
+    config = write_config(tmp_path / "config.toml", sim, bucket)
+    result = cli("run", "--once", config=config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_bucket_holds_exactly(bucket, sim)
+    puts = [e for e in events(result.stderr) if e["event"] == "s3.put"]
+    assert puts and all(e["multipart"] for e in puts)
+
+
+def test_kill_9_during_a_backfill_then_restart_archives_everything_once(
+    tmp_path: Path, simulator: Any, bucket: Bucket
+) -> None:
+    sim = simulator(per_hour=30, bytes_per_second=4000)
+    config = write_config(tmp_path / "config.toml", sim, bucket)
+    start = min(r.started_at for r in sim.recordings()) - timedelta(minutes=1)
+    args = ("backfill", "--from", start.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    for delay in (2.5, 4.0, 3.0):
+        process = spawn(*args, config=config)
+        time.sleep(delay)
+        process.kill()
+        process.communicate()
+    final = cli(*args, config=config, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert_bucket_holds_exactly(bucket, sim)
+    assert sim.stats()["violations"] == 0
+    report = json.loads(cli("status", "--json", config=config).stdout)
+    assert report["pending"] == 0 and report["failed"] == 0
+    assert report["archived"] == len(expected_objects(sim))
+
+
+def test_sigterm_stops_the_daemon_cleanly(tmp_path: Path, simulator: Any, bucket: Bucket) -> None:
+    sim = simulator(per_hour=30, bytes_per_second=4000)
+    config = write_config(tmp_path / "config.toml", sim, bucket)
+    process = spawn("run", config=config)
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr[-2000:]
+    assert any(e["event"] == "daemon.stopped" for e in events(stderr))
+    assert bucket.multipart_uploads() == []
+    # Whatever the checkpoint calls archived is in the bucket.
+    verify = cli("verify", config=config)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_second_instance_exits_1(tmp_path: Path, simulator: Any, bucket: Bucket) -> None:
+    sim = simulator(per_hour=30)
+    config = write_config(tmp_path / "config.toml", sim, bucket)
+    first = spawn("run", config=config)
+    try:
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "state.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = cli("run", "--once", config=config)
+        assert second.returncode == 1
+        assert "holds the checkpoint" in second.stderr and str(first.pid) in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[cradle]\nid='x'\napi_key='k'\n[s3]\n", "s3.bucket"),
+        (
+            "[cradle]\nid='x'\napi_key='k'\nrequests_per_second = 12\n[s3]\nbucket='b1b'\n",
+            "cradle.requests_per_second",
+        ),
+        ("[cradle]\nid='x'\napi_key='k'\n[s3]\nbucket='b1b'\nflavour='x'\n", "s3.flavour"),
+        (
+            "[cradle]\nid='x'\napi_key='k'\n[s3]\nbucket='b1b'\n[schedule]\ninterval='often'\n",
+            "schedule.interval",
+        ),
+        (
+            "[cradle]\nid='x'\napi_key_file='/no/such/key'\n[s3]\nbucket='b1b'\n",
+            "cradle.api_key_file",
+        ),
+    ],
+)
+def test_a_bad_config_exits_2_naming_the_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = cli("run", "--once", config=config)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(config) in lines[0] and key in lines[0]
+
+
+def test_verify_retry_and_check(tmp_path: Path, simulator: Any, bucket: Bucket) -> None:
+    sim = simulator(per_hour=6, poison_404=1)
+    config = write_config(tmp_path / "config.toml", sim, bucket, archive={"max_attempts": 2})
+    run = cli("run", "--once", config=config)
+    assert run.returncode == 3, run.stderr[-2000:]
+    report = json.loads(cli("status", "--json", config=config).stdout)
+    assert report["failed"] == 1 and report["recent_failures"][0]["reason"] == "http_404"
+
+    verify = cli("verify", config=config)
+    assert verify.returncode == 0 and "0 missing" in verify.stdout
+    victim = bucket.object_keys()[0]
+    bucket.client.delete_object(Bucket=bucket.name, Key=victim)
+    verify = cli("verify", config=config)
+    assert verify.returncode == 3 and f"missing: {victim}" in verify.stdout
+
+    retry = cli("retry", "--all", config=config)
+    assert retry.returncode == 0 and "1 recordings put back" in retry.stdout
+    assert json.loads(cli("status", "--json", config=config).stdout)["pending"] == 1
+
+    check = cli("check", config=config)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "credentials accepted" in check.stdout and "accepts writes" in check.stdout
+    wrong = cli("check", config=config, CRADLE_API_KEY="not-the-key")
+    assert wrong.returncode == 1 and "credentials" in wrong.stderr
+    assert API_KEY not in check.stdout + check.stderr + wrong.stderr
