@@ -28,5 +28,13 @@ unit: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
 
+# The heavy fault, crash and soak runs; ends with one line of figures.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos
+
+# Throughput, overlap, memory and checkpoint-scale benchmarks; prints a table.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .demo build *.egg-info
