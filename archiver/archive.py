@@ -92,6 +92,7 @@ class Tally:
     """What this pass did, for its result and for progress display."""
 
     listed: int = 0
+    queued: int = 0  # new recordings this run found to archive
     archived: int = 0
     failed: int = 0
     bytes: int = 0
@@ -107,13 +108,20 @@ class Upload:
 
 @dataclass(frozen=True)
 class Progress:
-    """A snapshot for the backfill progress display."""
+    """A snapshot for the backfill progress display: recordings done of those listed so far,
+    and how far through [start, end) the listing has got."""
 
     done: int
-    listed: int
+    queued: int
     bytes: int
+    start: datetime
     cursor: datetime
     end: datetime
+
+    @property
+    def fraction(self) -> float:
+        span = (self.end - self.start).total_seconds()
+        return 1.0 if span <= 0 else min(1.0, (self.cursor - self.start).total_seconds() / span)
 
 
 class ArchivePass:
@@ -142,6 +150,7 @@ class ArchivePass:
         self.on_failed = on_failed or (lambda recording, reason: None)
         self.on_progress = on_progress
         self.tally = Tally()
+        self._span: tuple[datetime, datetime, datetime] | None = None
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -186,20 +195,14 @@ class ArchivePass:
             end=str(Watermark(end)),
             cursor=str(Watermark(cursor)),
         )
+        self._span = (start, cursor, end)
         for window in walk(cursor, end, self.config.window):
             self._list(window, horizon)
+            self._report()
             self._archive(until=window.end, since=start - OVERLAP)
             self.ledger.set_backfill_cursor(*key, window.end)
-            if self.on_progress:
-                self.on_progress(
-                    Progress(
-                        self.tally.archived + self.tally.failed,
-                        self.tally.listed,
-                        self.tally.bytes,
-                        window.end,
-                        end,
-                    )
-                )
+            self._span = (start, window.end, end)
+            self._report()
         # Stragglers from an earlier, interrupted run of the same backfill.
         self._archive(until=end, since=start - OVERLAP)
 
@@ -226,6 +229,7 @@ class ArchivePass:
             self.ledger.record_malformed(window, reason, raw)
         new = self.ledger.add_listed(listing.recordings)
         self.tally.listed += len(listing.recordings)
+        self.tally.queued += len(new)
         self.tally.windows += 1
         if new:
             log.info("window.new_recordings", window=str(window), new=len(new))
@@ -311,6 +315,7 @@ class ArchivePass:
         self.tally.archived += 1
         self.tally.bytes += staged.size
         self.on_archived(recording, staged.size)
+        self._report()
         log.info(
             "recording.archived",
             recording_id=recording.recording_id,
@@ -343,6 +348,7 @@ class ArchivePass:
         if dead:
             self.tally.failed += 1
             self.on_failed(recording, reason)
+            self._report()
         return dead
 
     def _advance(self, window: Window) -> None:
@@ -353,6 +359,12 @@ class ArchivePass:
             raise FatalError(f"{left} recordings before {window.end} are still pending")
         self.ledger.set_watermark(window.end)
         log.info("watermark.advanced", watermark=str(Watermark(window.end)))
+
+    def _report(self) -> None:
+        if self.on_progress is None or self._span is None:
+            return
+        t = self.tally
+        self.on_progress(Progress(t.archived + t.failed, t.queued, t.bytes, *self._span))
 
     def _check_stop(self) -> None:
         if self.stop.is_set():

@@ -176,9 +176,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     if args.until is not None and args.until <= args.since:
         raise UsageError("backfill: --until must be later than --from")
+    from archiver.progress import ProgressDisplay
+
     config = _config(args)
+    display = ProgressDisplay(sys.stderr, interactive=sys.stderr.isatty())
     with Archiver(config, stop=_stop_on_signals()) as archiver:
-        result = archiver.new_pass().backfill(args.since, args.until)
+        try:
+            result = archiver.new_pass(on_progress=display).backfill(args.since, args.until)
+        finally:
+            display.close()
         print(
             f"backfill {result.outcome}: {result.archived} archived, "
             f"{result.failed} dead-lettered, {result.listed} listed"

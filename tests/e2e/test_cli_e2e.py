@@ -222,3 +222,55 @@ def test_verify_retry_and_check(tmp_path: Path, simulator: Any, bucket: Bucket) 
     wrong = cli("check", config=config, CRADLE_API_KEY="not-the-key")
     assert wrong.returncode == 1 and "credentials" in wrong.stderr
     assert API_KEY not in check.stdout + check.stderr + wrong.stderr
+
+
+def test_backfill_draws_a_progress_bar_on_a_terminal(
+    tmp_path: Path, simulator: Any, bucket: Bucket
+) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.e2e.harness import ROOT, cli_env
+
+    sim = simulator(per_hour=6)
+    config = write_config(tmp_path / "config.toml", sim, bucket)
+    start = min(r.started_at for r in sim.recordings()) - timedelta(minutes=1)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "archiver",
+            "--config",
+            str(config),
+            "--log-level",
+            "error",
+            "backfill",
+            "--from",
+            start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=cli_env(),
+        cwd=ROOT,
+        text=True,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    stdout, _ = process.communicate(timeout=60)
+    os.close(leader)
+    assert process.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "\r[" in text and "recordings" in text and "ETA" in text and "100%" in text
+    assert stdout.startswith("backfill ok:")
