@@ -7,6 +7,8 @@ and stops both servers whatever happens.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import socket
 import subprocess
@@ -43,6 +45,9 @@ def wait_for(url: str, what: str, process: subprocess.Popen[bytes], timeout: flo
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--per-hour", type=int, default=10, help="simulated recordings per hour")
+    args = parser.parse_args()
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=1)
     sim_port, s3_port = free_port(), free_port()
@@ -79,7 +84,7 @@ def main() -> int:
                 "--end",
                 end.isoformat(),
                 "--per-hour",
-                "10",
+                str(args.per_hour),
                 "--bytes-per-second",
                 "2000",
                 "--log-level",
@@ -146,7 +151,7 @@ listen = ""
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         )
         stats = urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/_sim/stats").read().decode()
-        violations = __import__("json").loads(stats)["violations"]
+        violations = json.loads(stats)["violations"]
         print(
             f"\ndemo: {count} objects in s3://{BUCKET}; the simulator counted {violations} rate-rule violations"
         )
