@@ -163,8 +163,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if not args.once:
-        with Archiver(config) as archiver:
-            archiver.serve()
+        archiver = Archiver(config)
+        if not archiver.serve():
+            # The pass is stuck past shutdown_timeout (a stalled read, a long upload). Its
+            # threads would hold the interpreter open; every checkpoint write so far is a
+            # committed transaction, so leaving now loses nothing.
+            log.warning("shutdown.forced", timeout=config.schedule.shutdown_timeout.total_seconds())
+            sys.stderr.flush()
+            os._exit(EXIT_OK)
+        archiver.close()
         return EXIT_OK
     with Archiver(config, stop=_stop_on_signals()) as archiver:
         archiver.run_once()
@@ -261,9 +268,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from archiver.simulator import Simulator, options_from_args
+    from archiver.simulator import OptionError, Simulator, options_from_args
 
-    simulator = Simulator(options_from_args(args)).start()
+    try:
+        options = options_from_args(args)
+    except (argparse.ArgumentTypeError, OptionError) as exc:
+        raise UsageError(f"simulate {exc}") from exc
+    simulator = Simulator(options).start()
     print(
         f"simulator serving {simulator.base_url} (canary {simulator.canary_url}); Ctrl-C stops it",
         flush=True,
