@@ -18,6 +18,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check archiver tests scripts
 	$(BIN)/ruff format --check archiver tests scripts
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest -q -m "not chaos and not bench"

@@ -34,10 +34,12 @@ OPEN_END = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class Listing(Protocol):
-    recordings: list[Recording]
-    malformed: list[tuple[str, str]]
-    truncated: bool
-
+    @property
+    def recordings(self) -> list[Recording]: ...
+    @property
+    def malformed(self) -> list[tuple[str, str]]: ...
+    @property
+    def truncated(self) -> bool: ...
     @property
     def size(self) -> int: ...
 
