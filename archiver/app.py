@@ -19,6 +19,7 @@ from archiver.config import Config
 from archiver.cradle import CradleClient
 from archiver.daemon import Daemon
 from archiver.errors import Interrupted
+from archiver.metrics import GaugeState, Metrics, ProbeServer
 from archiver.models import PassResult, Recording, utc_now
 from archiver.sink import S3Sink
 
@@ -39,8 +40,11 @@ class Archiver:
         self.stop = stop or threading.Event()
         self.clock = clock
         self.checkpoint = Checkpoint.open(config.state.path, writer=True)
+        self.metrics = Metrics(self._gauge_state, clock=clock)
         try:
-            self.client = CradleClient(config.cradle, stop=self.stop)
+            self.client = CradleClient(
+                config.cradle, stop=self.stop, on_response=self.metrics.api_response
+            )
             self.sink = S3Sink(config.s3)
         except BaseException:
             self.checkpoint.close()
@@ -61,6 +65,7 @@ class Archiver:
         on_progress: Callable[[Progress], None] | None = None,
         on_archived: Callable[[Recording, int], None] | None = None,
     ) -> ArchivePass:
+        metrics = self.metrics
         return ArchivePass(
             self.config.archive,
             self.client,
@@ -71,10 +76,16 @@ class Archiver:
             stop=self.stop,
             on_progress=on_progress,
             on_archived=on_archived,
+            on_failed=lambda recording, reason: metrics.recording_failed(reason),
+            on_transferred=lambda recording, size, down, up: metrics.recording_archived(
+                size, down, up
+            ),
         )
 
     def run_once(self) -> PassResult:
-        return self.new_pass().run()
+        result = self.new_pass().run()  # raises unless the pass finished (ok or dead_letters)
+        self.metrics.pass_succeeded(result.finished_at)
+        return result
 
     def serve(self) -> bool:
         """The daemon; returns whether it stopped within shutdown_timeout."""
@@ -85,7 +96,36 @@ class Archiver:
             stop=self.stop,
         )
         daemon.install_signal_handlers()
-        return daemon.run()
+        probe = self._probe(daemon)  # binds first: a taken port fails before any pass
+        try:
+            return daemon.run()
+        finally:
+            if probe is not None:
+                probe.stop()
+
+    def _probe(self, daemon: Daemon) -> ProbeServer | None:
+        address = self.config.server.address
+        if address is None:  # server.listen = ""
+            return None
+        probe = ProbeServer(
+            address,
+            self.metrics,
+            alive=daemon.alive,
+            # SPEC: ready "once a pass has succeeded within the last few intervals".
+            ready_window=3 * self.config.schedule.interval,
+        )
+        probe.start()
+        return probe
+
+    def _gauge_state(self) -> GaugeState:
+        """What the /metrics gauges show; read on the probe server's thread at scrape time."""
+        last = self.checkpoint.last_pass("pass")
+        succeeded = last is not None and last.outcome in ("ok", "dead_letters")
+        return GaugeState(
+            watermark=self.checkpoint.watermark().position,
+            counts=self.checkpoint.counts(),
+            last_success=last.finished_at if succeeded and last else None,
+        )
 
     def _scheduled_pass(self) -> None:
         try:

@@ -106,6 +106,7 @@ class Upload:
     recording: Recording
     staged: StagedFile
     future: Future[tuple[Any, Any]]
+    download_seconds: float  # retries included
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class ArchivePass:
         on_archived: Callable[[Recording, int], None] | None = None,
         on_failed: Callable[[Recording, str], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        on_transferred: Callable[[Recording, int, float, float | None], None] | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -151,6 +153,8 @@ class ArchivePass:
         self.on_archived = on_archived or (lambda recording, size: None)
         self.on_failed = on_failed or (lambda recording, reason: None)
         self.on_progress = on_progress
+        # (recording, size, download seconds, upload seconds or None when S3 already had it)
+        self.on_transferred = on_transferred or (lambda recording, size, down, up: None)
         self.tally = Tally()
         self._span: tuple[datetime, datetime, datetime] | None = None
 
@@ -249,7 +253,9 @@ class ArchivePass:
             try:
                 for row in rows:
                     self._check_stop()
+                    fetch_started = time.monotonic()
                     staged = self._fetch(row)
+                    download_seconds = time.monotonic() - fetch_started
                     previous, in_flight = in_flight, None
                     if previous is not None:
                         try:
@@ -260,7 +266,7 @@ class ArchivePass:
                             raise
                     if staged is not None:
                         future = uploads.submit(self._upload, row.recording, staged)
-                        in_flight = Upload(row.recording, staged, future)
+                        in_flight = Upload(row.recording, staged, future, download_seconds)
                 previous, in_flight = in_flight, None
                 if previous is not None:
                     self._settle(previous)
@@ -317,6 +323,12 @@ class ArchivePass:
         self.tally.archived += 1
         self.tally.bytes += staged.size
         self.on_archived(recording, staged.size)
+        self.on_transferred(
+            recording,
+            staged.size,
+            upload.download_seconds,
+            seconds if outcome.name == "CREATED" else None,
+        )
         self._report()
         log.info(
             "recording.archived",

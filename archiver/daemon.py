@@ -61,6 +61,10 @@ class Daemon:
             self.passes += 1
             self._idle.set()
 
+    def alive(self) -> bool:
+        """For /healthz: the scheduler is running and the daemon has not begun to stop."""
+        return self.running.is_set() and bool(self.scheduler.running)
+
     def install_signal_handlers(self) -> None:
         def handle(signum: int, frame: Any) -> None:
             log.info("daemon.stopping", signal=signal.Signals(signum).name)

@@ -274,3 +274,65 @@ def test_backfill_draws_a_progress_bar_on_a_terminal(
     text = seen.decode(errors="replace")
     assert "\r[" in text and "recordings" in text and "ETA" in text and "100%" in text
     assert stdout.startswith("backfill ok:")
+
+
+def test_the_daemon_serves_metrics_health_and_readiness(
+    tmp_path: Path, simulator: Any, bucket: Bucket
+) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = simulator(per_hour=6)
+    config = write_config(
+        tmp_path / "config.toml", sim, bucket, server={"listen": f"127.0.0.1:{port}"}
+    )
+    process = spawn("run", config=config)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    try:
+        deadline = time.monotonic() + 60
+        while get("/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert get("/readyz")[0] == 200
+        assert get("/healthz") == (200, "ok\n")
+        time.sleep(2.1)  # the gauges cache the checkpoint's state for 2 s
+        code, text = get("/metrics")
+        assert code == 200
+        archived = len(expected_objects(sim))
+        samples = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert samples["cradle_archiver_recordings_archived_total"] == archived
+        assert samples["cradle_archiver_bytes_archived_total"] > 0
+        assert (
+            samples['cradle_archiver_api_requests_total{code="200",endpoint="download"}']
+            == archived
+        )
+        assert samples["cradle_archiver_pending_recordings"] == 0
+        assert samples["cradle_archiver_failed_recordings"] == 0
+        assert 0 <= samples["cradle_archiver_watermark_lag_seconds"] < 120
+        assert samples["cradle_archiver_download_seconds_count"] == archived
+        for name in ("watermark_timestamp_seconds", "last_success_timestamp_seconds"):
+            assert samples[f"cradle_archiver_{name}"] > 1.7e9
+        assert "# TYPE cradle_archiver_recordings_failed_total counter" in text
+        assert "# TYPE cradle_archiver_upload_seconds histogram" in text
+        assert get("/nothing")[0] == 404
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    assert process.returncode == 0
