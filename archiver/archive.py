@@ -61,12 +61,14 @@ class Row(Protocol):
 class Store(Protocol):
     def key_for(self, recording: Recording) -> str: ...
     def put(self, recording: Recording, staged: StagedFile) -> tuple[Any, Any]: ...
+    def abort_stale_uploads(self, ours: Callable[[str], bool]) -> int: ...
 
 
 class Ledger(Protocol):
     """The part of the checkpoint the pass uses."""
 
     def watermark(self) -> Watermark: ...
+    def get(self, recording_id: str) -> Any: ...
     def set_watermark(self, position: datetime) -> None: ...
     def add_listed(self, recordings: Iterable[Recording]) -> list[Recording]: ...
     def pending(
@@ -392,6 +394,9 @@ class ArchivePass:
         self._clean_spool()
         error = ""
         try:
+            self.store.abort_stale_uploads(
+                lambda recording_id: self.ledger.get(recording_id) is not None
+            )
             body(horizon)
         except Exception as exc:
             error = str(exc) or type(exc).__name__

@@ -17,7 +17,8 @@ import unicodedata
 from datetime import UTC
 from urllib.parse import quote
 
-from archiver.models import Recording, format_time
+from archiver.errors import MalformedEntry
+from archiver.models import Recording, format_time, recording_id_from_url
 
 TAG_VALUE_MAX = 256
 TAG_REPLACEMENT = "_"
@@ -31,6 +32,17 @@ def object_key(prefix: str, recording: Recording) -> str:
         raise ValueError(f"started_at of {recording.recording_id} has no time zone")
     day = recording.started_at.astimezone(UTC)
     return f"{prefix}{day:%Y/%m/%d}/{recording.recording_id}.mp3"
+
+
+def recording_id_from_key(key: str) -> str | None:
+    """The recording id an object key was made from, or None for a key of another shape."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.endswith(".mp3"):
+        return None
+    try:
+        return recording_id_from_url(name)
+    except MalformedEntry:
+        return None
 
 
 def object_metadata(recording: Recording, sha256: str) -> dict[str, str]:

@@ -295,6 +295,29 @@ class S3Sink:
             )
         return parts
 
+    def abort_stale_uploads(self, ours: Callable[[str], bool]) -> int:
+        """Abort the multipart uploads a killed process left under our prefix.
+
+        Their parts cost storage and never become an object. Only uploads for recordings
+        `ours(recording_id)` claims are touched, so another archiver sharing the bucket and
+        prefix keeps its own; the caller holds the checkpoint's one-writer lock, so none of
+        ours is in progress."""
+        aborted = 0
+        try:
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._config.prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    recording_id = layout.recording_id_from_key(upload["Key"])
+                    if recording_id is not None and ours(recording_id):
+                        self._abort(upload["Key"], upload["UploadId"])
+                        aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            # Needs s3:ListBucketMultipartUploads; without it the parts wait for a lifecycle rule.
+            log.warning("s3.stale_uploads_not_listed", error=str(exc))
+        return aborted
+
     def _abort(self, key: str, upload_id: str) -> None:
         try:
             self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)

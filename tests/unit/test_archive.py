@@ -85,6 +85,9 @@ class FakeStore:
     puts: int = 0
     fail_next: int = 0
 
+    def abort_stale_uploads(self, ours: Any) -> int:
+        return 0
+
     def key_for(self, recording: Recording) -> str:
         return f"cradle/{recording.started_at:%Y/%m/%d}/{recording.recording_id}.mp3"
 

@@ -660,3 +660,18 @@ def test_endpoint_client_sends_checksums_only_when_required_with_path_style() ->
     assert config.s3 == {"addressing_style": "path"}
     assert client.meta.endpoint_url == "http://minio:9000"
     assert client.meta.region_name == "eu-1"
+
+
+def test_stale_uploads_of_our_recordings_are_aborted_and_others_kept(s3: Any) -> None:
+    sink, _ = new_sink()
+    ours = "11111111-1111-1111-1111-111111111111"
+    theirs = "22222222-2222-2222-2222-222222222222"
+    for rid in (ours, theirs):
+        s3.create_multipart_upload(Bucket=BUCKET, Key=f"cradle/2024/01/01/{rid}.mp3")
+    s3.create_multipart_upload(Bucket=BUCKET, Key="cradle/notes.txt")
+    assert sink.abort_stale_uploads(lambda rid: rid == ours) == 1
+    left = sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=BUCKET)["Uploads"])
+    assert left == [
+        "cradle/2024/01/01/22222222-2222-2222-2222-222222222222.mp3",
+        "cradle/notes.txt",
+    ]
