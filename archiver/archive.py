@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import structlog
 
 from archiver.config import ArchiveConfig
-from archiver.errors import ApiUnavailable, FatalError, Interrupted, RecordingFailed, StagingError
+from archiver.errors import ApiUnavailable, Interrupted, RecordingFailed, StagingError
 from archiver.models import PassResult, Recording, StagedFile, Watermark, Window, utc_now, walk
 
 log = structlog.get_logger(__name__)
@@ -186,7 +186,8 @@ class ArchivePass:
         for window in walk(start, horizon, self.config.window):
             self._list(window, horizon)
             self._archive(until=window.end)
-            self._advance(window)
+            if not self._advance(window):
+                break
         rescan_end = min(start, horizon)
         for window in walk(horizon - self.config.lookback, rescan_end, self.config.window):
             self._list(window, horizon)
@@ -309,7 +310,13 @@ class ArchivePass:
 
     def _settle(self, upload: Upload) -> None:
         recording, staged = upload.recording, upload.staged
-        outcome, (stored, seconds) = upload.future.result()
+        try:
+            outcome, (stored, seconds) = upload.future.result()
+        except RecordingFailed as exc:
+            # S3 refused this one body (a checksum mismatch, a changed staging file, metadata
+            # it will not take): an attempt, retried by the next pass unless permanent.
+            self._failed(recording, exc.reason, str(exc), dead_letter=exc.permanent)
+            return
         key = self.store.key_for(recording)
         if outcome.name == "CONFLICT":
             self._failed(
@@ -367,14 +374,17 @@ class ArchivePass:
             self._report()
         return dead
 
-    def _advance(self, window: Window) -> None:
+    def _advance(self, window: Window) -> bool:
+        """Move the watermark past `window` if nothing before its end is still pending."""
         left = self.ledger.count_pending(until=window.end)
         if left:
-            # Cannot happen unless a recording escaped both archive and dead-letter; the
+            # An upload S3 refused leaves its recording pending for the next pass; the
             # watermark waits rather than pass unarchived work.
-            raise FatalError(f"{left} recordings before {window.end} are still pending")
+            log.warning("watermark.held", window=str(window), pending=left)
+            return False
         self.ledger.set_watermark(window.end)
         log.info("watermark.advanced", watermark=str(Watermark(window.end)))
+        return True
 
     def _report(self) -> None:
         if self.on_progress is None or self._span is None:

@@ -22,6 +22,7 @@ from archiver.errors import (
     EXIT_CONFIG,
     EXIT_DEAD_LETTERS,
     EXIT_OK,
+    EXIT_RUNTIME,
     ConfigError,
     FatalError,
     Interrupted,
@@ -133,6 +134,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         log.debug("command.failed", traceback=traceback.format_exc())
         _error(str(exc))
         return exc.exit_code
+    except Exception as exc:  # a bug: one line for the operator, the traceback in the log
+        log.error("command.crashed", traceback=traceback.format_exc())
+        _error(f"internal error: {type(exc).__name__}: {exc}")
+        return EXIT_RUNTIME
 
 
 def _error(message: str) -> None:

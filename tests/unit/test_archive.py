@@ -84,6 +84,7 @@ class FakeStore:
     objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     puts: int = 0
     fail_next: int = 0
+    refuse: dict[str, Exception] = field(default_factory=dict)
 
     def abort_stale_uploads(self, ours: Any) -> int:
         return 0
@@ -96,6 +97,8 @@ class FakeStore:
         if self.fail_next:
             self.fail_next -= 1
             raise SinkUnavailable("S3 unreachable")
+        if recording.recording_id in self.refuse:
+            raise self.refuse.pop(recording.recording_id)
         key = self.key_for(recording)
         if key in self.objects:
             data, sha = self.objects[key]
@@ -312,3 +315,16 @@ def test_malformed_entries_are_recorded(h: Harness) -> None:
     h.source = Malformed()
     h.new_pass().run()
     assert h.checkpoint.malformed_count() > 0
+
+
+def test_an_upload_s3_refuses_holds_the_watermark_until_the_next_pass(h: Harness) -> None:
+    h.source.recordings = spread(4, NOW - timedelta(hours=5), timedelta(hours=1))
+    refused = h.source.recordings[1]
+    h.store.refuse[refused.recording_id] = RecordingFailed("BadDigest", "checksum_mismatch")
+    h.new_pass().run()
+    row = h.checkpoint.get(refused.recording_id)
+    assert (row.state, row.attempts, row.reason) == ("pending", 1, "checksum_mismatch")
+    assert h.checkpoint.watermark().position <= refused.started_at
+    h.new_pass().run()
+    assert h.checkpoint.get(refused.recording_id).state == "archived"
+    assert h.checkpoint.watermark().position == NOW - timedelta(minutes=10)
