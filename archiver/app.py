@@ -21,6 +21,7 @@ from archiver.daemon import Daemon
 from archiver.errors import Interrupted
 from archiver.metrics import GaugeState, Metrics, ProbeServer
 from archiver.models import PassResult, Recording, utc_now
+from archiver.notify import Notifier
 from archiver.sink import S3Sink
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,7 @@ class Archiver:
         self.clock = clock
         self.checkpoint = Checkpoint.open(config.state.path, writer=True)
         self.metrics = Metrics(self._gauge_state, clock=clock)
+        self.notifier = Notifier()
         try:
             self.client = CradleClient(
                 config.cradle, stop=self.stop, on_response=self.metrics.api_response
@@ -89,11 +91,21 @@ class Archiver:
 
     def serve(self) -> bool:
         """The daemon; returns whether it stopped within shutdown_timeout."""
+        notifier = self.notifier
+
+        def ping() -> None:  # only while the scheduler lives, so systemd restarts a dead one
+            if daemon.alive():
+                notifier.watchdog()
+
         daemon = Daemon(
             self._scheduled_pass,
             interval=self.config.schedule.interval,
             shutdown_timeout=self.config.schedule.shutdown_timeout,
             stop=self.stop,
+            on_ready=lambda: notifier.ready(self._status_line()),
+            on_idle=ping,
+            on_stopping=notifier.stopping,
+            idle_every=min(5.0, notifier.watchdog_interval or 5.0),
         )
         daemon.install_signal_handlers()
         probe = self._probe(daemon)  # binds first: a taken port fails before any pass
@@ -132,6 +144,18 @@ class Archiver:
             self.run_once()
         except Interrupted:
             log.info("pass.interrupted")
+        finally:
+            self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        """systemd's STATUS=, shown by `systemctl status`."""
+        counts = self.checkpoint.counts()
+        last = self.checkpoint.last_pass("pass")
+        return (
+            f"watermark {self.checkpoint.watermark()}, {counts['archived']} archived, "
+            f"{counts['pending']} pending, {counts['failed']} dead-lettered"
+            + (f", last pass {last.outcome}" if last else "")
+        )
 
     def dead_lettered(self) -> int:
         return self.checkpoint.counts()["failed"]

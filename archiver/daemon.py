@@ -31,12 +31,16 @@ class Daemon:
         stop: threading.Event,
         on_idle: Callable[[], None] | None = None,
         idle_every: float = 5.0,
+        on_ready: Callable[[], object] | None = None,
+        on_stopping: Callable[[], object] | None = None,
     ) -> None:
         self.tick = tick
         self.interval = interval
         self.shutdown_timeout = shutdown_timeout
         self.stop = stop
         self.on_idle = on_idle or (lambda: None)
+        self.on_ready = on_ready or (lambda: None)
+        self.on_stopping = on_stopping or (lambda: None)
         self.idle_every = idle_every
         self.passes = 0
         self.last_error: str = ""
@@ -89,10 +93,12 @@ class Daemon:
         self.scheduler.start()
         self.running.set()
         log.info("daemon.started", interval=self.interval.total_seconds())
+        self.on_ready()
         try:
             while not self.stop.wait(self.idle_every):
                 self.on_idle()
         finally:
+            self.on_stopping()
             self.scheduler.shutdown(wait=False)
             self.running.clear()
         deadline = time.monotonic() + self.shutdown_timeout.total_seconds()

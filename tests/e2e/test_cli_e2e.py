@@ -336,3 +336,37 @@ def test_the_daemon_serves_metrics_health_and_readiness(
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
     assert process.returncode == 0
+
+
+def test_the_daemon_speaks_sd_notify(tmp_path: Path, simulator: Any, bucket: Bucket) -> None:
+    import os
+    import socket
+
+    sim = simulator(per_hour=6)
+    config = write_config(tmp_path / "config.toml", sim, bucket)
+    path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(30)
+    process = spawn("run", config=config, NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000")
+    os.environ.pop("WATCHDOG_PID", None)
+    messages: list[str] = []
+    try:
+        while not any("archived" in m and "STATUS=" in m and "READY" not in m for m in messages):
+            messages.append(listener.recv(4096).decode())
+        while not any(m == "WATCHDOG=1" for m in messages):
+            messages.append(listener.recv(4096).decode())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+        listener.settimeout(2)
+        try:
+            while True:
+                messages.append(listener.recv(4096).decode())
+        except TimeoutError:
+            pass
+        listener.close()
+    assert process.returncode == 0
+    assert messages[0].startswith("READY=1\nSTATUS=watermark ")
+    assert any(m.startswith("STATUS=watermark ") and "0 pending" in m for m in messages)
+    assert "WATCHDOG=1" in messages and "STOPPING=1" in messages
