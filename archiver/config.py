@@ -57,6 +57,10 @@ class S3Config:
     sse: str = ""
     kms_key_id: str = ""
     tags: bool = True
+    # One streamed PutObject (with the whole body's SHA-256) up to here, multipart above.
+    # Recordings are at most 100 MB, so by default every one goes up in one request: our parts
+    # would go up one at a time anyway, and assembling them makes the next download wait.
+    multipart_threshold: int = 100 * 2**20
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,28 @@ def _rate(value: Any) -> float:
     if value > MAX_REQUESTS_PER_SECOND:
         raise ValueError(f"{value} is above the API's limit of 10 requests a second")
     return float(value)
+
+
+_SIZE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB)?$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+MIN_PART_SIZE = 5 * 2**20  # S3 refuses smaller multipart parts
+
+
+def parse_size(value: Any) -> int:
+    """Bytes, as an integer or a string such as `"16MiB"` or `"1GiB"`."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f'{value!r} is not a size (write e.g. "16MiB", "1GiB" or bytes)')
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _part_threshold(value: Any) -> int:
+    size = parse_size(value)
+    if size < MIN_PART_SIZE:
+        raise ValueError(f"{value!r} is below S3's smallest multipart part (5MiB)")
+    return size
 
 
 def _positive_duration(value: Any) -> timedelta:
@@ -341,6 +367,7 @@ def _read_s3(read: _Reader) -> S3Config:
         sse=read.get("sse", d.sse, _one_of("", "AES256", "aws:kms")),
         kms_key_id=read.get("kms_key_id", d.kms_key_id, _string),
         tags=read.get("tags", d.tags, _boolean),
+        multipart_threshold=read.get("multipart_threshold", d.multipart_threshold, _part_threshold),
     )
     if config.kms_key_id and config.sse != "aws:kms":
         read.problems.append('s3.kms_key_id: is set but s3.sse is not "aws:kms"')

@@ -21,7 +21,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -48,6 +48,7 @@ log = structlog.get_logger(__name__)
 CONTENT_TYPE = "audio/mpeg"
 MIN_PART_SIZE = 5 * 2**20  # S3 refuses smaller parts, except the last one
 MAX_PARTS = 10_000
+READ_BLOCK = 2**20
 CHECK_DIR = ".cradle-archiver-check/"
 RETRIES = 5  # after the first attempt (botocore's `max_attempts`)
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -131,9 +132,11 @@ class S3Sink:
         config: S3Config,
         *,
         client: Any | None = None,
-        multipart_threshold: int = 16 * 2**20,
+        multipart_threshold: int | None = None,
         part_size: int = 8 * 2**20,
     ) -> None:
+        if multipart_threshold is None:
+            multipart_threshold = config.multipart_threshold
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size {part_size} is below S3's minimum of {MIN_PART_SIZE}")
         if multipart_threshold < 1:
@@ -272,17 +275,24 @@ class S3Sink:
         whole = hashlib.sha256()
         parts: list[dict[str, Any]] = []
         with _open_staged(staged) as body:
-            while chunk := body.read(part_size):
-                whole.update(chunk)
+            for start in range(0, staged.size, part_size):
+                # Streamed from disk block by block: memory stays flat whatever the part size.
+                part = _PartBody(body, start, min(part_size, staged.size - start))
+                digest = hashlib.sha256()
+                for block in part.blocks():
+                    digest.update(block)
+                    whole.update(block)
                 number = len(parts) + 1
-                checksum = _base64_digest(hashlib.sha256(chunk).digest())
+                checksum = _base64_digest(digest.digest())
+                part.seek(0)
                 response = self._call(
                     "upload_part",
                     "write to",
                     Key=key,
                     UploadId=upload_id,
                     PartNumber=number,
-                    Body=chunk,
+                    Body=part,
+                    ContentLength=len(part),
                     ChecksumSHA256=checksum,
                 )
                 parts.append(
@@ -434,6 +444,44 @@ def _code(exc: ClientError) -> str:
 
 def _base64_digest(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
+
+
+class _PartBody:
+    """One part of the staged file as a body botocore can stream, rewind on retry, and measure."""
+
+    def __init__(self, handle: BinaryIO, start: int, length: int) -> None:
+        self._handle = handle
+        self._start = start
+        self._length = length
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, amount: int | None = -1) -> bytes:
+        left = self._length - self._position
+        if amount is None or amount < 0 or amount > left:
+            amount = left
+        if amount <= 0:
+            return b""
+        self._handle.seek(self._start + self._position)
+        data = self._handle.read(amount)
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._length}[whence]
+        self._position = min(max(base + offset, 0), self._length)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def blocks(self) -> Iterator[bytes]:
+        """The part from its start, READ_BLOCK bytes at a time."""
+        self.seek(0)
+        while block := self.read(READ_BLOCK):
+            yield block
 
 
 def _open_staged(staged: StagedFile) -> BinaryIO:

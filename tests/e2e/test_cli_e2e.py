@@ -109,7 +109,7 @@ def test_large_recordings_go_up_as_real_multipart_uploads(
     tmp_path: Path, simulator: Any, bucket: Bucket
 ) -> None:
     sim = simulator(per_hour=1, size=17 * 2**20)
-    config = write_config(tmp_path / "config.toml", sim, bucket)
+    config = write_config(tmp_path / "config.toml", sim, bucket, s3={"multipart_threshold": "6MiB"})
     result = cli("run", "--once", config=config)
     assert result.returncode == 0, result.stderr[-2000:]
     assert_bucket_holds_exactly(bucket, sim)

@@ -101,6 +101,8 @@ def test_the_key_is_not_in_the_repr(tmp_path: Path) -> None:
             "archive.max_attempts: 0 is not a positive integer",
         ),
         (MINIMAL + '\nsse = "rot13"\n', "s3.sse: 'rot13' is not one of"),
+        (MINIMAL + 'multipart_threshold = "1MiB"\n', "s3.multipart_threshold: '1MiB' is below"),
+        (MINIMAL + 'multipart_threshold = "big"\n', "s3.multipart_threshold: 'big' is not a size"),
         (MINIMAL + '[server]\nlisten = "nowhere"\n', "server.listen: 'nowhere' is not HOST:PORT"),
         (MINIMAL.replace("https", "") + "\n[state]\npath = 3\n", "state.path: 3 is not a string"),
         ('[cradle]\napi_key="k"\n[s3]\nbucket="calls"\n', "cradle.id: is empty"),
@@ -176,3 +178,9 @@ def test_start_is_utc(tmp_path: Path) -> None:
         write(tmp_path, MINIMAL + '[archive]\nstart = "2024-03-01T10:00:00+02:00"\n'), env={}
     )
     assert config.archive.start == datetime(2024, 3, 1, 8, tzinfo=UTC)
+
+
+def test_sizes(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + 'multipart_threshold = "16MiB"\n'), env={})
+    assert config.s3.multipart_threshold == 16 * 2**20
+    assert load_config(write(tmp_path, MINIMAL), env={}).s3.multipart_threshold == 100 * 2**20
