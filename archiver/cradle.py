@@ -24,6 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import structlog
 import tenacity
+import urllib3
 
 from archiver.config import CradleConfig
 from archiver.errors import (
@@ -173,7 +174,7 @@ class CradleClient:
 
     def _get_json(self, url: str, params: dict[str, str]) -> Any:
         with self._request(url, params=params, endpoint="list") as response:
-            text = response.text
+            text = b"".join(_chunks(response)).decode(response.encoding or "utf-8", "replace")
         try:
             return json.loads(text)
         except ValueError as exc:
@@ -279,15 +280,18 @@ class CradleClient:
                 allow_redirects=False,
             )
         except requests.Timeout as exc:
+            self.limiter.arrived()
             self._on_response(endpoint, 0)
             raise RetriableError(
                 f"{endpoint} timed out: {type(exc).__name__}", reason="timeout"
             ) from exc
         except requests.RequestException as exc:
+            self.limiter.arrived()
             self._on_response(endpoint, 0)
             raise RetriableError(
                 f"{endpoint} connection failed: {type(exc).__name__}", reason="connection"
             ) from exc
+        self.limiter.arrived()  # the headers are here, so the request reached the server
         self._on_response(endpoint, response.status_code)
         return response
 
@@ -376,9 +380,12 @@ def _content_length(response: requests.Response) -> int | None:
 
 
 def _chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: read1 returns whatever the socket has (up to CHUNK_SIZE), so a
+    slow body never keeps the caller from seeing a stop request for long."""
     try:
-        yield from response.iter_content(CHUNK_SIZE)
-    except requests.RequestException as exc:
+        while chunk := response.raw.read1(CHUNK_SIZE, decode_content=True):
+            yield chunk
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise RetriableError(f"body cut short: {type(exc).__name__}", reason="truncated") from exc
 
 
