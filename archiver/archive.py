@@ -8,6 +8,7 @@ checkpoint transaction of its own after theirs.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -89,6 +90,18 @@ class Ledger(Protocol):
     def backfill_cursor(self, start: datetime, end: datetime) -> datetime | None: ...
     def set_backfill_cursor(self, start: datetime, end: datetime, cursor: datetime) -> None: ...
     def record_pass(self, result: PassResult) -> None: ...
+
+
+def restage(path: Path) -> StagedFile:
+    """A body an earlier process downloaded and verified (only verified bodies are renamed to
+    `.mp3`), measured and hashed again for its upload."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while block := handle.read(2**20):
+            digest.update(block)
+            size += len(block)
+    return StagedFile(path, size, digest.hexdigest())
 
 
 @dataclass
@@ -261,12 +274,8 @@ class ArchivePass:
                     download_seconds = time.monotonic() - fetch_started
                     previous, in_flight = in_flight, None
                     if previous is not None:
-                        try:
-                            self._settle(previous)
-                        except BaseException:
-                            if staged is not None:
-                                staged.path.unlink(missing_ok=True)
-                            raise
+                        # On failure the new download stays staged, verified, for the next pass.
+                        self._settle(previous)
                     if staged is not None:
                         future = uploads.submit(self._upload, row.recording, staged)
                         in_flight = Upload(row.recording, staged, future, download_seconds)
@@ -288,6 +297,12 @@ class ArchivePass:
     def _fetch(self, row: Row) -> StagedFile | None:
         """Download and verify one recording, retrying a failed attempt until max_attempts."""
         recording = row.recording
+        kept = self.spool_dir / f"{recording.recording_id}.mp3"
+        if kept.exists():
+            # Verified by an earlier process that stopped before recording it; no re-download.
+            staged = restage(kept)
+            log.info("recording.restaged", recording_id=recording.recording_id, bytes=staged.size)
+            return staged
         while True:
             try:
                 return self.source.download(recording, self.spool_dir)
@@ -302,10 +317,7 @@ class ArchivePass:
 
     def _upload(self, recording: Recording, staged: StagedFile) -> tuple[Any, Any]:
         started = time.monotonic()
-        try:
-            outcome, stored = self.store.put(recording, staged)
-        finally:
-            staged.path.unlink(missing_ok=True)
+        outcome, stored = self.store.put(recording, staged)
         return outcome, (stored, time.monotonic() - started)
 
     def _settle(self, upload: Upload) -> None:
@@ -315,8 +327,10 @@ class ArchivePass:
         except RecordingFailed as exc:
             # S3 refused this one body (a checksum mismatch, a changed staging file, metadata
             # it will not take): an attempt, retried by the next pass unless permanent.
+            staged.path.unlink(missing_ok=True)
             self._failed(recording, exc.reason, str(exc), dead_letter=exc.permanent)
             return
+        # Any other error propagates and the staged file stays, verified, for the next pass.
         key = self.store.key_for(recording)
         if outcome.name == "CONFLICT":
             self._failed(
@@ -325,10 +339,13 @@ class ArchivePass:
                 f"another object is at {key} (sha256 {stored.sha256}, ours {staged.sha256})",
                 dead_letter=True,
             )
+            staged.path.unlink(missing_ok=True)
             return
         self.ledger.mark_archived(
             recording.recording_id, sha256=staged.sha256, size=staged.size, key=key
         )
+        # Only now: a kill before this line leaves the body staged for the next process.
+        staged.path.unlink(missing_ok=True)
         self.tally.archived += 1
         self.tally.bytes += staged.size
         self.on_archived(recording, staged.size)
@@ -435,12 +452,17 @@ class ArchivePass:
         )
 
     def _clean_spool(self) -> None:
-        """Leftovers of a killed process are incomplete or unconfirmed: the checkpoint still has
-        their recordings pending, so they are fetched again."""
+        """Remove what an earlier process left that is of no use: incomplete downloads (`.part`)
+        and verified bodies (`.mp3`) of recordings no longer pending. Verified bodies of pending
+        recordings stay: the next attempt uploads them without downloading again."""
         try:
             self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for leftover in [*self.spool_dir.glob("*.part"), *self.spool_dir.glob("*.mp3")]:
+            for leftover in self.spool_dir.glob("*.part"):
                 leftover.unlink(missing_ok=True)
+            for leftover in self.spool_dir.glob("*.mp3"):
+                row = self.ledger.get(leftover.stem)
+                if row is None or row.state != "pending":
+                    leftover.unlink(missing_ok=True)
         except OSError as exc:
             raise StagingError(
                 f"cannot use the spool directory {self.spool_dir}: {exc.strerror}"

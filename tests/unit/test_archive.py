@@ -329,3 +329,41 @@ def test_an_upload_s3_refuses_holds_the_watermark_until_the_next_pass(h: Harness
     h.new_pass().run()
     assert h.checkpoint.get(refused.recording_id).state == "archived"
     assert h.checkpoint.watermark().position == NOW - timedelta(minutes=10)
+
+
+def test_a_body_staged_by_a_killed_process_is_uploaded_without_a_download(h: Harness) -> None:
+    rec = make_recording(NOW - timedelta(hours=2))
+    h.source.recordings = [rec]
+    h.checkpoint.add_listed([rec])  # listed by the process that was killed
+    spool = h.tmp_path / "spool"
+    spool.mkdir()
+    (spool / f"{rec.recording_id}.mp3").write_bytes(body_of(rec))
+    (spool / "half-done.part").write_bytes(b"ID3")
+    h.new_pass().run()
+    assert h.source.downloads == []
+    assert h.checkpoint.get(rec.recording_id).state == "archived"
+    assert h.store.objects[h.store.key_for(rec)][0] == body_of(rec)
+    assert list(spool.iterdir()) == []
+
+
+def test_bodies_of_recordings_no_longer_pending_are_cleared_at_start(h: Harness) -> None:
+    rec = make_recording(NOW - timedelta(hours=2))
+    h.source.recordings = [rec]
+    h.new_pass().run()
+    stray = h.tmp_path / "spool" / f"{rec.recording_id}.mp3"
+    stray.write_bytes(body_of(rec))
+    h.new_pass().run()
+    assert not stray.exists()
+
+
+def test_an_s3_outage_keeps_the_verified_downloads_for_the_next_pass(h: Harness) -> None:
+    h.source.recordings = spread(3, NOW - timedelta(hours=3), timedelta(minutes=30))
+    h.store.fail_next = 1
+    with pytest.raises(SinkUnavailable):
+        h.new_pass().run()
+    fetched_before = set(h.source.downloads)
+    h.new_pass().run()
+    assert h.checkpoint.counts()["archived"] == 3
+    # Every recording was downloaded exactly once across both passes.
+    assert sorted(h.source.downloads) == sorted(r.recording_id for r in h.source.recordings)
+    assert fetched_before
