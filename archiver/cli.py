@@ -151,12 +151,23 @@ def _config(args: argparse.Namespace, require_credentials: bool = True) -> Confi
     return config
 
 
-def _stop_on_signals() -> threading.Event:
+def _stop_on_signals(timeout: float) -> threading.Event:
+    """SIGTERM/SIGINT ask the work to stop; if it has not within `timeout` (a stalled read, a
+    long upload), leave anyway: every checkpoint write so far is a committed transaction."""
     stop = threading.Event()
+
+    def force() -> None:
+        log.warning("shutdown.forced", timeout=timeout)
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
 
     def handle(signum: int, frame: Any) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
+        if not stop.is_set():
+            stop.set()
+            timer = threading.Timer(timeout, force)
+            timer.daemon = True
+            timer.start()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
@@ -178,7 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             os._exit(EXIT_OK)
         archiver.close()
         return EXIT_OK
-    with Archiver(config, stop=_stop_on_signals()) as archiver:
+    stop = _stop_on_signals(config.schedule.shutdown_timeout.total_seconds())
+    with Archiver(config, stop=stop) as archiver:
         archiver.run_once()
         return EXIT_DEAD_LETTERS if archiver.dead_lettered() else EXIT_OK
 
@@ -192,7 +204,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     config = _config(args)
     display = ProgressDisplay(sys.stderr, interactive=sys.stderr.isatty())
-    with Archiver(config, stop=_stop_on_signals()) as archiver:
+    stop = _stop_on_signals(config.schedule.shutdown_timeout.total_seconds())
+    with Archiver(config, stop=stop) as archiver:
         try:
             result = archiver.new_pass(on_progress=display).backfill(args.since, args.until)
         finally:

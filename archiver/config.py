@@ -323,12 +323,13 @@ def _read_cradle(read: _Reader, env: Mapping[str, str], require_credentials: boo
     rate = read.get("requests_per_second", d.requests_per_second, _rate)
     timeout = read.get("timeout", d.timeout, _positive_duration)
     read.unknown()
+    reported = {p.split(":", 1)[0] for p in read.problems}
     if require_credentials:
-        if not cradle_id:
+        if not cradle_id and "cradle.id" not in reported:
             read.problems.append(
                 "cradle.id: is empty (set it, or the CRADLE_ID environment variable)"
             )
-        if not api_key and "cradle.api_key_file" not in " ".join(read.problems):
+        if not api_key and not reported & {"cradle.api_key", "cradle.api_key_file"}:
             read.problems.append(
                 "cradle.api_key: is empty (set api_key, api_key_file, "
                 "or the CRADLE_API_KEY environment variable)"

@@ -184,3 +184,8 @@ def test_sizes(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL + 'multipart_threshold = "16MiB"\n'), env={})
     assert config.s3.multipart_threshold == 16 * 2**20
     assert load_config(write(tmp_path, MINIMAL), env={}).s3.multipart_threshold == 100 * 2**20
+
+
+def test_a_credential_of_the_wrong_type_is_reported_once(tmp_path: Path) -> None:
+    found = problems(tmp_path, '[cradle]\nid=5\napi_key=["x"]\n[s3]\nbucket="calls"\n')
+    assert sorted(p.split(":")[0] for p in found) == ["cradle.api_key", "cradle.id"]

@@ -57,3 +57,23 @@ def test_console_format_is_readable() -> None:
     stream = capture("console")
     structlog.get_logger().info("window.listed", listed=3)
     assert "window.listed" in stream.getvalue() and "listed=3" in stream.getvalue()
+
+
+def test_standard_library_records_become_json_lines_too() -> None:
+    import logging
+
+    stream = capture("json")
+    logging.getLogger("apscheduler.scheduler").warning("Execution of job skipped: maximum reached")
+    logging.getLogger("botocore.endpoint").info("noise at info level is dropped")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["event"], e["logger"], e["level"]) for e in lines] == [
+        ("Execution of job skipped: maximum reached", "apscheduler.scheduler", "warning")
+    ]
+
+
+def test_standard_library_records_are_scrubbed() -> None:
+    import logging
+
+    stream = capture("json")
+    logging.getLogger("urllib3").warning("header s3cr3t-key-value sent")
+    assert "s3cr3t-key-value" not in stream.getvalue() and logs.REDACTED in stream.getvalue()
