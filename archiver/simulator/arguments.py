@@ -10,6 +10,7 @@ from typing import Any
 
 from archiver.models import parse_time
 from archiver.simulator.options import (
+    BODY_FAULT_SCOPES,
     BOUNDS,
     MIN_BODY_SIZE,
     RETRY_AFTER_MODES,
@@ -67,6 +68,8 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--per-hour", "per_hour", _number(float, 0.0), "recordings per hour"),
     ("--bytes-per-second", "bytes_per_second", _BYTES_PER_SECOND, "body bytes per call second"),
     ("--size", "size", _number(int, MIN_BODY_SIZE), "fixed body size in bytes (benchmarks)"),
+    ("--large-fraction", "large_fraction", _RATE, "share of recordings of --large-size bytes"),
+    ("--large-size", "large_size", _number(int, MIN_BODY_SIZE), "body size of the large share"),
     ("--id", "cradle_id", str, "the CRADLE_ID the API accepts"),
     ("--api-key", "api_key", str, "the CRADLE_API_KEY the API accepts"),
     ("--rps", "rps", _number(int, 1), "request starts allowed per second before 429"),
@@ -76,6 +79,7 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--late-delay", "late_delay", _SECONDS, "late ones appear this many seconds after start-up"),
     ("--boundary-fraction", "boundary_fraction", _number(float, 0.0, 0.5), "share on the hour"),
     ("--latency", "latency", _SECONDS, "seconds before every API response"),
+    ("--arrival-jitter", "arrival_jitter", _SECONDS, "requests reach the rate gate 0..N s late"),
     ("--bandwidth", "bandwidth", _BYTES_PER_SECOND, "cap on body bytes per second"),
     ("--list-cap", "list_cap", _COUNT, "silently truncate list responses to N entries"),
     ("--fault-429", "fault_429", _RATE, "share of requests answered 429"),
@@ -87,13 +91,18 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--slow-body", "slow_body", _RATE, "share of bodies sent at --slow-bytes-per-second"),
     ("--slow-bytes-per-second", "slow_bytes_per_second", _BYTES_PER_SECOND, "speed of slow bodies"),
     ("--fault-malformed-list", "fault_malformed_list", _RATE, "share of lists that are malformed"),
+    ("--body-fault-scope", "body_fault_scope", None, "responses body faults may cut or slow"),
     ("--poison-html", "poison_html", _COUNT, "recordings whose download is an HTML page"),
     ("--poison-offhost", "poison_offhost", _COUNT, "recordings listed with a url on another host"),
     ("--poison-redirect", "poison_redirect", _COUNT, "recordings whose download redirects away"),
     ("--poison-404", "poison_404", _COUNT, "recordings whose download is always 404"),
     ("--bad-entries", "bad_entries", _COUNT, "list entries without url or with a bad startedAt"),
 ]
-_CHOICES = {"bounds": BOUNDS, "retry_after": RETRY_AFTER_MODES}
+_CHOICES = {
+    "bounds": BOUNDS,
+    "retry_after": RETRY_AFTER_MODES,
+    "body_fault_scope": BODY_FAULT_SCOPES,
+}
 _FLAG_OF = {name: flag for flag, name, _, _ in _FLAGS}
 
 

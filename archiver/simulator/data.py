@@ -149,7 +149,7 @@ def _hour(
                 recording_id=recording_id,
                 started_at=started_at,
                 duration_seconds=duration,
-                size=_size(options, duration),
+                size=_size(options, duration, draws[11]),
                 visible_at=visible_at,
                 poison=None,
                 entry=entry,
@@ -159,9 +159,11 @@ def _hour(
     return made
 
 
-def _size(options: SimulatorOptions, duration: int) -> int:
+def _size(options: SimulatorOptions, duration: int, large_roll: float) -> int:
     if options.size is not None:
         return options.size
+    if large_roll < options.large_fraction:
+        return options.large_size
     return min(max(duration * options.bytes_per_second, MIN_BODY_SIZE), MAX_BODY_SIZE)
 
 

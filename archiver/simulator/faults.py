@@ -39,7 +39,16 @@ class FaultDice:
     def __init__(self, seed: int) -> None:
         self._seed = seed
         self._counts: dict[str, int] = {}
+        self._jitters: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def jitter(self, limit: float, target: str) -> float:
+        """How late this request reaches the server's edge: 0 .. `limit` seconds."""
+        with self._lock:
+            attempt = self._jitters.get(target, 0)
+            self._jitters[target] = attempt + 1
+        digest = hashlib.sha256(f"{self._seed}|{target}|{attempt}|jitter".encode()).digest()
+        return limit * int.from_bytes(digest[:8], "big") / 2**64
 
     def plan(self, switches: SimulatorOptions, kind: str, target: str) -> Plan:
         with self._lock:
@@ -62,7 +71,9 @@ class FaultDice:
             return Plan(status_5xx=(500, 502, 503)[int(roll("5xx-code") * 3)])
         if kind == "list" and hit("malformed_list", switches.fault_malformed_list):
             return Plan(malformed=int(roll("malformed-shape") * MALFORMED_SHAPES))
-        if kind not in BODY_KINDS:
+        if kind not in BODY_KINDS or (
+            switches.body_fault_scope == "downloads" and kind != "download"
+        ):
             return Plan()
         return Plan(
             drop_body=hit("drop_body", switches.fault_drop_body),

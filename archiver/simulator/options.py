@@ -11,6 +11,8 @@ from archiver.models import utc_now
 BOUNDS = ("half-open", "inclusive", "exclusive")
 RETRY_AFTER_MODES = ("seconds", "date", "none", "mixed")
 POISON_KINDS = ("html", "offhost", "redirect", "404")
+# Which responses the body faults (drop_body, truncate, slow_body) may hit.
+BODY_FAULT_SCOPES = ("all", "downloads")
 
 # Smallest body that still holds the ID3 tag and a whole MPEG frame.
 MIN_BODY_SIZE = 512
@@ -30,8 +32,10 @@ RUNTIME_FIELDS = frozenset(
         "slow_body",
         "slow_bytes_per_second",
         "fault_malformed_list",
+        "body_fault_scope",
         "list_cap",
         "latency",
+        "arrival_jitter",
         "bandwidth",
         "forbid",
         "rps",
@@ -48,6 +52,7 @@ _RATES = (
     "slow_body",
     "fault_malformed_list",
     "late_fraction",
+    "large_fraction",
 )
 _COUNTS = ("poison_html", "poison_offhost", "poison_redirect", "poison_404", "bad_entries")
 
@@ -74,6 +79,10 @@ class SimulatorOptions:
     per_hour: float = 20.0
     bytes_per_second: int = 16_000
     size: int | None = None
+    # A share of recordings gets `large_size` bytes whatever their duration, so one account
+    # mixes small bodies with ones big enough for multipart uploads.
+    large_fraction: float = 0.0
+    large_size: int = 20 * 2**20
     cradle_id: str = "demo-id"
     api_key: str = field(default="demo-key", repr=False)
     rps: int = 10
@@ -83,6 +92,8 @@ class SimulatorOptions:
     late_delay: float = 120.0
     boundary_fraction: float = 0.05
     latency: float = 0.0
+    # Network jitter: each request reaches the rate gate up to this many seconds late (seeded).
+    arrival_jitter: float = 0.0
     bandwidth: int | None = None
     list_cap: int | None = None
     fault_429: float = 0.0
@@ -94,6 +105,7 @@ class SimulatorOptions:
     slow_body: float = 0.0
     slow_bytes_per_second: int = 32_000
     fault_malformed_list: float = 0.0
+    body_fault_scope: str = "all"
     poison_html: int = 0
     poison_offhost: int = 0
     poison_redirect: int = 0
@@ -133,6 +145,16 @@ def _problems(o: SimulatorOptions) -> list[OptionError]:
         "retry_after",
         f"must be one of {', '.join(RETRY_AFTER_MODES)}, got {o.retry_after!r}",
     )
+    check(
+        o.body_fault_scope in BODY_FAULT_SCOPES,
+        "body_fault_scope",
+        f"must be one of {', '.join(BODY_FAULT_SCOPES)}, got {o.body_fault_scope!r}",
+    )
+    check(
+        _is_int(o.large_size) and MIN_BODY_SIZE <= o.large_size <= MAX_BODY_SIZE,
+        "large_size",
+        f"must be {MIN_BODY_SIZE}..{MAX_BODY_SIZE} bytes, got {o.large_size!r}",
+    )
     check(_is_int(o.rps) and o.rps >= 1, "rps", f"must be an integer >= 1, got {o.rps!r}")
     check(
         _is_number(o.per_hour) and o.per_hour >= 0, "per_hour", f"must be >= 0, got {o.per_hour!r}"
@@ -147,7 +169,7 @@ def _problems(o: SimulatorOptions) -> list[OptionError]:
         "size",
         f"must be at least {MIN_BODY_SIZE} bytes, got {o.size!r}",
     )
-    for name in ("processing_delay", "late_delay", "latency"):
+    for name in ("processing_delay", "late_delay", "latency", "arrival_jitter"):
         value = getattr(o, name)
         check(_is_number(value) and value >= 0, name, f"must be seconds >= 0, got {value!r}")
     check(

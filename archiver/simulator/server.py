@@ -54,6 +54,9 @@ class ApiHandler(SimHandler):
         switches = sim.switches
         target = urlsplit(self.path)
         kind = _kind(method, target.path)
+        if switches.arrival_jitter:
+            # In transit: the edge has not seen the request yet, so neither has the rate gate.
+            sim.stopping.wait(sim.dice.jitter(switches.arrival_jitter, self.path))
         sim.counters.request(kind)
         ticket = sim.gate.arrive(switches.rps, self.path, self.connection)
         try:

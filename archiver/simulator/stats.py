@@ -14,6 +14,8 @@ import structlog
 log = structlog.get_logger()
 
 REQUEST_KINDS = ("list", "download", "conversations", "other")
+# Violations kept with their details (when, which rule, the arrivals of the last second).
+RECENT_VIOLATIONS = 20
 FAULT_KINDS = (
     "429",
     "5xx",
@@ -40,6 +42,7 @@ class Stats:
             self._statuses: Counter[int] = Counter()
             self._faults: Counter[str] = Counter()
             self._max_in_flight = 0
+            self._recent_violations: deque[dict[str, Any]] = deque(maxlen=RECENT_VIOLATIONS)
 
     def add(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -57,6 +60,11 @@ class Stats:
     def fault(self, kind: str) -> None:
         with self._lock:
             self._faults[kind] += 1
+
+    def violation(self, details: dict[str, Any]) -> None:
+        with self._lock:
+            self._counts[f"{details['rule']}_violations"] += 1
+            self._recent_violations.append(details)
 
     def in_flight(self, n: int) -> None:
         with self._lock:
@@ -79,6 +87,7 @@ class Stats:
                 "canary_requests": counts["canary_requests"],
                 "canary_credential_requests": counts["canary_credential_requests"],
                 "max_in_flight": self._max_in_flight,
+                "recent_violations": list(self._recent_violations),
             }
 
 
@@ -129,10 +138,19 @@ class RateGate:
                 ticket.violation = "rate"
             self._in_flight.add(ticket)
             in_window = len(self._arrivals)
+            window = [round((t - now) * 1000, 1) for t in self._arrivals]
         in_flight = len(others) + 1
         self._stats.in_flight(in_flight)
         if ticket.violation:
-            self._stats.add(f"{ticket.violation}_violations")
+            self._stats.violation(
+                {
+                    "at": time.time(),
+                    "rule": ticket.violation,
+                    "path": path,
+                    "in_flight": in_flight,
+                    "arrivals_ms_before": window,
+                }
+            )
             log.warning(
                 "simulator.rate_rule_violated",
                 rule=ticket.violation,

@@ -1,0 +1,147 @@
+"""Scenario 3, an S3 outage: the S3 server stops in the middle of a pass and comes back later.
+
+The pass must fail cleanly (exit 1, one line naming S3), nothing may be marked archived that is
+not in the bucket (`verify` exits 0), the watermark must not pass a recording that is not in
+the bucket, and the next pass must complete. The daemon variant keeps `run` going through the
+outage: it stays up and finishes the work by itself once S3 is back.
+
+Each run gets an S3 server of its own, so stopping it disturbs no other scenario.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from archiver.simulator import SimRecording
+from tests.chaos.audit import audit, key_of, valid_recordings
+from tests.chaos.lab import Lab, wait_for
+from tests.chaos.report import Report
+from tests.chaos.s3server import S3Process
+from tests.e2e.harness import Bucket
+
+
+@dataclass(frozen=True)
+class Outage:
+    hours: float = 2
+    per_hour: float = 20
+    bytes_per_second: int = 2000
+    large_fraction: float = 0.05
+    # Stop S3 once this share of the recordings is in the bucket.
+    stop_at: float = 0.3
+    daemon: bool = False
+    # The daemon variant: how long S3 stays down (one-shot runs: until the pass has failed).
+    down_for: float = 25.0
+    seed: int = 9
+
+
+def outage(lab: Lab, params: Outage = Outage()) -> Report:
+    p = params
+    report = Report("s3 outage (daemon)" if p.daemon else "s3 outage")
+    s3 = S3Process()
+    try:
+        _outage(lab, p, report, s3)
+    finally:
+        s3.close()
+    report.close(lab)
+    return report
+
+
+def _outage(lab: Lab, p: Outage, report: Report, s3: S3Process) -> None:
+    sim = lab.simulator(
+        hours=p.hours,
+        seed=p.seed,
+        per_hour=p.per_hour,
+        bytes_per_second=p.bytes_per_second,
+        large_fraction=p.large_fraction,
+    )
+    bucket = lab.bucket(s3=s3)
+    name = "outage-daemon" if p.daemon else "outage"
+    config = lab.config(
+        name,
+        sim,
+        bucket,
+        s3={"multipart_threshold": "16MiB"},
+        archive={"window": "20m"},
+        schedule={"interval": "3s", "shutdown_timeout": "10s"},
+    )
+    expected = valid_recordings(sim)
+    threshold = max(1, int(len(expected) * p.stop_at))
+    command = ("run",) if p.daemon else ("run", "--once")
+    proc = lab.spawn(*command, config=config)
+    reached = wait_for(lambda: len(bucket.object_keys()) >= threshold or not proc.alive(), 120)
+    report.check(reached and proc.alive(), "the pass ended before S3 could be stopped")
+    s3.stop()
+    stopped = time.monotonic()
+    report.note(f"S3 stopped with {threshold}+ of {len(expected)} recordings in the bucket")
+
+    if p.daemon:
+        time.sleep(p.down_for)
+        report.check(proc.alive(), "the daemon died during the S3 outage")
+        s3.start()
+        done = wait_for(lambda: len(bucket.object_keys()) >= len(expected), 180, 0.5)
+        report.check(done, "the daemon did not finish the work after S3 came back")
+        time.sleep(1)
+        report.check(proc.alive(), "the daemon is not running after the outage")
+        failed = [e for e in proc.events() if e.get("event") == "daemon.pass_failed"]
+        report.check(failed, "no pass failed during the outage")
+        report.note(f"{len(failed)} passes failed during the outage, the daemon stayed up")
+        proc.send(signal.SIGTERM)
+        run = proc.wait(30)
+        report.clean_exit(run, (0,), "the daemon stopped by SIGTERM")
+    else:
+        run = proc.wait(300)
+        report.note(f"the pass failed {time.monotonic() - stopped:.1f}s after S3 stopped")
+        report.clean_exit(run, (1,), "run --once during the outage")
+        errors = run.errors()
+        report.check(
+            errors and "S3" in errors[0], f"the error does not say S3 is the problem: {errors}"
+        )
+        report.note(f"its message: {errors[:1]}")
+        s3.start()
+        _nothing_claimed_that_is_not_there(lab, report, config, bucket, expected)
+        again = lab.cli("run", "--once", config=config)
+        report.clean_exit(again, (0,), "run --once after the outage")
+    verify = lab.cli("verify", config=config)
+    report.clean_exit(verify, (0,), "verify after the outage")
+    report.add_audit(audit(bucket, sim, expected))
+    with lab.checkpoint(config) as checkpoint:
+        counts = checkpoint.counts()
+    report.check(
+        counts == {"pending": 0, "archived": len(expected), "failed": 0},
+        f"the checkpoint counts {counts} for {len(expected)} recordings",
+    )
+
+
+def _nothing_claimed_that_is_not_there(
+    lab: Lab,
+    report: Report,
+    config: Path,
+    bucket: Bucket,
+    expected: list[SimRecording],
+) -> None:
+    """After the failed pass: the checkpoint claims nothing the bucket lacks, and the watermark
+    has not passed a recording that is not in the bucket."""
+    verify = lab.cli("verify", config=config)
+    report.clean_exit(verify, (0,), "verify right after the failed pass")
+    present = set(bucket.object_keys())
+    with lab.checkpoint(config) as checkpoint:
+        watermark = checkpoint.watermark().position
+        claimed = {row.key for row in checkpoint.archived()}
+    report.check(
+        claimed <= present, f"archived in the checkpoint, not in S3: {sorted(claimed - present)}"
+    )
+    passed = [
+        key_of("calls/", rec)
+        for rec in expected
+        if watermark is not None
+        and rec.started_at < watermark
+        and key_of("calls/", rec) not in present
+    ]
+    report.check(not passed, f"the watermark {watermark} passed recordings not in S3: {passed}")
+    report.note(
+        f"after the failed pass: {len(claimed)} archived in the checkpoint, {len(present)} "
+        f"objects in S3 (the difference is confirmed by the next pass), watermark {watermark}"
+    )

@@ -1,0 +1,141 @@
+"""Scenario 6, the long run: `run` on a short interval against a live simulator with faults.
+
+New calls keep ending (and so appearing) while the daemon runs. It must stay up the whole time,
+its resident memory (VmRSS from /proc, sampled) must not grow, it must stop on SIGTERM within
+shutdown_timeout, and a last pass without faults must leave every recording archived once.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tests.chaos.audit import audit, valid_recordings
+from tests.chaos.lab import Lab
+from tests.chaos.report import Report
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Soak:
+    seconds: float = 20
+    per_hour: float = 600  # a call ends every 6 s or so
+    backlog: float = 5  # minutes of calls before the daemon starts
+    bytes_per_second: int = 2000
+    interval: str = "2s"
+    fault_429: float = 0.05
+    fault_5xx: float = 0.03
+    fault_drop_headers: float = 0.02
+    fault_drop_body: float = 0.02
+    fault_truncate: float = 0.02
+    fault_malformed_list: float = 0.03
+    # "downloads" keeps cut and slow bodies off list responses, "all" cuts those too.
+    body_fault_scope: str = "all"
+    poison_each: int = 1
+    # RSS growth allowed from the end of the warm-up (a quarter of the run) to the end.
+    max_growth_kb: int = 16 * 1024
+    seed: int = 21
+
+
+def soak(lab: Lab, params: Soak = Soak()) -> Report:
+    p = params
+    report = Report("soak")
+    backlog_minutes = p.backlog
+    now = datetime.now(UTC).replace(microsecond=0)
+    sim = lab.simulator(
+        seed=p.seed,
+        start=now - timedelta(minutes=backlog_minutes),
+        end=now + timedelta(hours=3),
+        per_hour=p.per_hour,
+        bytes_per_second=p.bytes_per_second,
+        fault_429=p.fault_429,
+        retry_after="mixed",
+        fault_5xx=p.fault_5xx,
+        fault_drop_headers=p.fault_drop_headers,
+        fault_drop_body=p.fault_drop_body,
+        fault_truncate=p.fault_truncate,
+        fault_malformed_list=p.fault_malformed_list,
+        body_fault_scope=p.body_fault_scope,
+        poison_html=p.poison_each,
+        poison_404=p.poison_each,
+        poison_offhost=p.poison_each,
+        poison_redirect=p.poison_each,
+    )
+    bucket = lab.bucket()
+    config = lab.config(
+        "soak",
+        sim,
+        bucket,
+        archive={"window": "10m", "lookback": "2h", "max_attempts": 2},
+        schedule={"interval": p.interval, "shutdown_timeout": f"{SHUTDOWN_TIMEOUT:.0f}s"},
+    )
+    daemon = lab.spawn("run", config=config)
+    samples: list[tuple[float, int]] = []
+    began = time.monotonic()
+    while time.monotonic() - began < p.seconds:
+        rss = daemon.rss_kb()
+        if rss is None:
+            break
+        samples.append((time.monotonic() - began, rss))
+        time.sleep(0.25)
+    report.check(daemon.alive(), "the daemon died during the soak")
+    events = daemon.events()
+    finished = sum(e.get("event") == "pass.finished" for e in events)
+    failed = [e.get("error", "") for e in events if e.get("event") == "daemon.pass_failed"]
+    # The daemon keeps ticking: passes end (some may fail under the storm, then the next
+    # interval tries again) and at least one gets through.
+    report.check(
+        finished >= 1 and finished + len(failed) >= 2,
+        f"{finished} passes finished and {len(failed)} failed in {p.seconds:.0f}s",
+    )
+    report.figures["failed_passes"] += len(failed)
+    report.note(
+        f"{finished} passes finished and {len(failed)} failed in {p.seconds:.0f}s"
+        + (f"; failures: {sorted(set(failed))[:3]}" if failed else "")
+    )
+    daemon.send(signal.SIGTERM)
+    stopped = daemon.wait(SHUTDOWN_TIMEOUT + 20)
+    report.clean_exit(stopped, (0,), "the daemon stopped by SIGTERM")
+    report.check(
+        stopped.seconds <= SHUTDOWN_TIMEOUT,
+        f"SIGTERM took {stopped.seconds:.1f}s, shutdown_timeout is {SHUTDOWN_TIMEOUT:.0f}s",
+    )
+
+    warm = [rss for t, rss in samples if t >= p.seconds / 4]
+    if report.check(len(warm) >= 2, "too few memory samples"):
+        first, last, peak = warm[0], warm[-1], max(warm)
+        growth = last - first
+        report.figures["rss_first_kb"] = first
+        report.figures["rss_last_kb"] = last
+        report.figures["rss_max_kb"] = peak
+        report.figures["rss_growth_kb"] = growth
+        report.note(
+            f"VmRSS after warm-up {first} kB, last {last} kB, max {peak} kB, growth {growth} kB "
+            f"over {len(warm)} samples"
+        )
+        report.check(
+            growth <= p.max_growth_kb, f"VmRSS grew {growth} kB (allowed {p.max_growth_kb})"
+        )
+
+    sim.set_faults(
+        fault_429=0.0,
+        fault_5xx=0.0,
+        fault_drop_headers=0.0,
+        fault_drop_body=0.0,
+        fault_truncate=0.0,
+        fault_malformed_list=0.0,
+    )
+    last_pass = datetime.now(UTC)
+    final = lab.cli("run", "--once", config=config)
+    report.clean_exit(final, (0, 3), "the last pass")
+    # Recordings that appeared while the last pass ran may or may not be in; the rest must.
+    cutoff = last_pass - timedelta(seconds=2)
+    expected = [r for r in valid_recordings(sim) if r.visible_at <= cutoff]
+    tolerate = [r.recording_id for r in valid_recordings(sim) if r.visible_at > cutoff]
+    report.add_audit(audit(bucket, sim, expected, tolerate=tolerate))
+    report.note(f"{len(expected)} recordings had ended by the last pass, {len(tolerate)} since")
+    report.close(lab)
+    return report
