@@ -101,6 +101,6 @@ def configure(fmt: str | None = None, level: str = "info", stream: TextIO | None
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    # Their info is noise (each S3 request, each scheduler tick); their warnings are not.
-    wanted = logging.getLevelNamesMapping()[level.upper()]
-    root.setLevel(wanted if wanted == logging.DEBUG else max(wanted, logging.WARNING))
+    # Their info is noise (each S3 request, each scheduler tick) and their debug is dangerous
+    # (botocore logs whole signed requests, session tokens included): warnings only, always.
+    root.setLevel(max(logging.getLevelNamesMapping()[level.upper()], logging.WARNING))

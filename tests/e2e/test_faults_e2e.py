@@ -22,13 +22,6 @@ from tests.chaos.s3server import S3Process
 pytestmark = pytest.mark.e2e
 
 
-BUG_AWS_DEBUG = (
-    "logs.py lets the standard library's root logger down to DEBUG with --log-level debug, so "
-    "botocore's debug records (whole signed requests: X-Amz-Security-Token, canonical request) "
-    "reach stderr; keep third-party loggers at WARNING"
-)
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Process]:
     server = S3Process()
@@ -106,7 +99,6 @@ def test_credentials_go_to_the_api_host_only_and_the_key_is_shown_nowhere(lab: L
     passed(credentials.credentials(lab, hours=1, per_hour=5))
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_AWS_DEBUG)
 def test_debug_logs_never_show_the_aws_credentials(lab: Lab) -> None:
     passed(credentials.aws_secrets(lab))
 
