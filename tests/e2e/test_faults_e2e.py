@@ -3,7 +3,8 @@ scenarios (`make chaos` runs the heavy ones). Each is the real CLI as processes 
 simulator and moto's S3 server (in a process of its own, so it can be stopped and restarted).
 
 Several tests pin one edge each (a cut list body, a kill mid-pipeline, a slow body at SIGTERM,
-network jitter, library log lines, a credential of the wrong type): each found a bug, since fixed.
+network jitter, library log lines, AWS credentials in debug logs, a credential of the wrong
+type): each found a bug, since fixed.
 """
 
 from __future__ import annotations
