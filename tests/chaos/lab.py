@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ import botocore.config
 from archiver.checkpoint import Checkpoint
 from archiver.simulator import Simulator, SimulatorOptions
 from tests.chaos.s3server import S3Process
-from tests.e2e.harness import API_KEY, ROOT, Bucket, cli_env, events, write_config
+from tests.e2e.harness import API_KEY, ROOT, Bucket, cli_command, cli_env, events, write_config
 
 _names = itertools.count()
 
@@ -91,18 +90,13 @@ class Proc:
         self.args = args
         self.out_path = lab.logs / f"{n:04d}-{args[0]}.out"
         self.err_path = lab.logs / f"{n:04d}-{args[0]}.err"
-        command = [
-            sys.executable,
-            "-m",
-            "archiver",
-            "--log-format",
-            "json",
-            "--config",
-            str(config),
-        ]
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.popen = subprocess.Popen(
-                [*command, *args], stdout=out, stderr=err, env=cli_env(**env), cwd=ROOT
+                cli_command(*args, config=config),
+                stdout=out,
+                stderr=err,
+                env=cli_env(**env),
+                cwd=ROOT,
             )
         self.started = time.monotonic()
         self.started_wall = time.time()

@@ -144,15 +144,20 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(
-    *args: str, config: Path | None = None, timeout: float = 120, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m archiver` as a real process, JSON logs on stderr."""
+def cli_command(*args: str, config: Path | None = None) -> list[str]:
+    """`python -m archiver` with JSON logs (on stderr), the config, and `args`."""
     command = [sys.executable, "-m", "archiver", "--log-format", "json"]
     if config is not None:
         command += ["--config", str(config)]
+    return [*command, *args]
+
+
+def cli(
+    *args: str, config: Path | None = None, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a real process and wait for it."""
     return subprocess.run(
-        [*command, *args],
+        cli_command(*args, config=config),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -163,18 +168,8 @@ def cli(
 
 
 def spawn(*args: str, config: Path, **env: str) -> subprocess.Popen[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "archiver",
-        "--log-format",
-        "json",
-        "--config",
-        str(config),
-        *args,
-    ]
     return subprocess.Popen(
-        command,
+        cli_command(*args, config=config),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
