@@ -107,7 +107,6 @@ class Archiver:
             on_stopping=notifier.stopping,
             idle_every=min(5.0, notifier.watchdog_interval or 5.0),
         )
-        daemon.install_signal_handlers()
         probe = self._probe(daemon)  # binds first: a taken port fails before any pass
         try:
             return daemon.run()

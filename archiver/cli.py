@@ -151,46 +151,42 @@ def _config(args: argparse.Namespace, require_credentials: bool = True) -> Confi
     return config
 
 
-def _stop_on_signals(timeout: float) -> threading.Event:
-    """SIGTERM/SIGINT ask the work to stop; if it has not within `timeout` (a stalled read, a
-    long upload), leave anyway: every checkpoint write so far is a committed transaction."""
-    stop = threading.Event()
+class Shutdown:
+    """SIGTERM/SIGINT set `stop`, which every command's work watches. If the work has not
+    stopped within `timeout` (a stalled read, a long upload), the process leaves anyway: every
+    checkpoint write so far is a committed transaction, so leaving loses nothing."""
 
-    def force() -> None:
-        log.warning("shutdown.forced", timeout=timeout)
-        sys.stderr.flush()
-        os._exit(EXIT_OK)
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.stop = threading.Event()
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
 
-    def handle(signum: int, frame: Any) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        if not stop.is_set():
-            stop.set()
-            timer = threading.Timer(timeout, force)
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name, timeout=self.timeout)
+        if not self.stop.is_set():
+            self.stop.set()
+            timer = threading.Timer(self.timeout, self.force)
             timer.daemon = True
             timer.start()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    return stop
+    def force(self) -> None:
+        # The work's threads would hold the interpreter open; exit without waiting for them.
+        log.warning("shutdown.forced", timeout=self.timeout)
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from archiver.app import Archiver
 
     config = _config(args)
-    if not args.once:
-        archiver = Archiver(config)
-        if not archiver.serve():
-            # The pass is stuck past shutdown_timeout (a stalled read, a long upload). Its
-            # threads would hold the interpreter open; every checkpoint write so far is a
-            # committed transaction, so leaving now loses nothing.
-            log.warning("shutdown.forced", timeout=config.schedule.shutdown_timeout.total_seconds())
-            sys.stderr.flush()
-            os._exit(EXIT_OK)
-        archiver.close()
-        return EXIT_OK
-    stop = _stop_on_signals(config.schedule.shutdown_timeout.total_seconds())
-    with Archiver(config, stop=stop) as archiver:
+    shutdown = Shutdown(config.schedule.shutdown_timeout.total_seconds())
+    with Archiver(config, stop=shutdown.stop) as archiver:
+        if not args.once:
+            if not archiver.serve():
+                shutdown.force()  # the pass is stuck past shutdown_timeout
+            return EXIT_OK
         archiver.run_once()
         return EXIT_DEAD_LETTERS if archiver.dead_lettered() else EXIT_OK
 
@@ -204,8 +200,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     config = _config(args)
     display = ProgressDisplay(sys.stderr, interactive=sys.stderr.isatty())
-    stop = _stop_on_signals(config.schedule.shutdown_timeout.total_seconds())
-    with Archiver(config, stop=stop) as archiver:
+    shutdown = Shutdown(config.schedule.shutdown_timeout.total_seconds())
+    with Archiver(config, stop=shutdown.stop) as archiver:
         try:
             result = archiver.new_pass(on_progress=display).backfill(args.since, args.until)
         finally:

@@ -1,4 +1,5 @@
-"""`run`: the archive pass on an APScheduler interval job, stopped cleanly by SIGTERM/SIGINT.
+"""`run`: the archive pass on an APScheduler interval job, until its stop event is set
+(by the CLI, on SIGTERM/SIGINT).
 
 The only module that imports apscheduler. A failed pass is logged and the next tick tries again;
 it never takes the daemon down (a revoked key or an S3 outage is fixed from outside, and the
@@ -7,7 +8,6 @@ daemon must then carry on by itself).
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -68,14 +68,6 @@ class Daemon:
     def alive(self) -> bool:
         """For /healthz: the scheduler is running and the daemon has not begun to stop."""
         return self.running.is_set() and bool(self.scheduler.running)
-
-    def install_signal_handlers(self) -> None:
-        def handle(signum: int, frame: Any) -> None:
-            log.info("daemon.stopping", signal=signal.Signals(signum).name)
-            self.stop.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
 
     def run(self) -> bool:
         """Run until stopped; True when the last pass finished within shutdown_timeout."""
