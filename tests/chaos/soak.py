@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from tests.chaos.audit import audit, valid_recordings
 from tests.chaos.lab import Lab
 from tests.chaos.report import Report
+from tests.chaos.storm import storm_switches
 
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -51,18 +52,7 @@ def soak(lab: Lab, params: Soak = Soak()) -> Report:
         end=now + timedelta(hours=3),
         per_hour=p.per_hour,
         bytes_per_second=p.bytes_per_second,
-        fault_429=p.fault_429,
-        retry_after="mixed",
-        fault_5xx=p.fault_5xx,
-        fault_drop_headers=p.fault_drop_headers,
-        fault_drop_body=p.fault_drop_body,
-        fault_truncate=p.fault_truncate,
-        fault_malformed_list=p.fault_malformed_list,
-        body_fault_scope=p.body_fault_scope,
-        poison_html=p.poison_each,
-        poison_404=p.poison_each,
-        poison_offhost=p.poison_each,
-        poison_redirect=p.poison_each,
+        **storm_switches(p),
     )
     bucket = lab.bucket()
     config = lab.config(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.chaos.audit import audit, valid_recordings
 from tests.chaos.lab import Lab, Run, wait_for
@@ -50,6 +51,22 @@ class Storm:
     require_every_fault: bool = False
 
 
+def storm_switches(p: Any) -> dict[str, Any]:
+    """The simulator's switches for a mixed storm (faults of every kind, one recording of each
+    poison kind), from a Storm or a Soak."""
+    return {
+        "fault_429": p.fault_429,
+        "retry_after": "mixed",
+        "fault_5xx": p.fault_5xx,
+        "fault_drop_headers": p.fault_drop_headers,
+        "fault_drop_body": p.fault_drop_body,
+        "fault_truncate": p.fault_truncate,
+        "fault_malformed_list": p.fault_malformed_list,
+        "body_fault_scope": p.body_fault_scope,
+        **{f"poison_{kind}": p.poison_each for kind in ("html", "offhost", "redirect", "404")},
+    }
+
+
 def storm(lab: Lab, params: Storm = Storm(), name: str = "storm") -> Report:
     report = Report(name)
     p = params
@@ -58,20 +75,9 @@ def storm(lab: Lab, params: Storm = Storm(), name: str = "storm") -> Report:
         seed=p.seed,
         per_hour=p.per_hour,
         bytes_per_second=p.bytes_per_second,
-        fault_429=p.fault_429,
-        retry_after="mixed",
-        fault_5xx=p.fault_5xx,
-        fault_drop_headers=p.fault_drop_headers,
-        fault_drop_body=p.fault_drop_body,
-        fault_truncate=p.fault_truncate,
-        fault_malformed_list=p.fault_malformed_list,
+        **storm_switches(p),
         slow_body=p.slow_body,
         slow_bytes_per_second=200_000,
-        body_fault_scope=p.body_fault_scope,
-        poison_html=p.poison_each,
-        poison_offhost=p.poison_each,
-        poison_redirect=p.poison_each,
-        poison_404=p.poison_each,
         bad_entries=p.bad_entries,
     )
     bucket = lab.bucket()
