@@ -21,7 +21,13 @@ from typing import Any, Protocol
 import structlog
 
 from archiver.config import ArchiveConfig
-from archiver.errors import ApiUnavailable, Interrupted, RecordingFailed, StagingError
+from archiver.errors import (
+    ApiUnavailable,
+    FatalError,
+    Interrupted,
+    RecordingFailed,
+    StagingError,
+)
 from archiver.models import PassResult, Recording, StagedFile, Watermark, Window, utc_now, walk
 
 log = structlog.get_logger(__name__)
@@ -29,8 +35,10 @@ log = structlog.get_logger(__name__)
 # Each list call reaches this far past both ends of its window, so a recording exactly on a
 # boundary is listed whatever the API's bound semantics (inclusive, half-open or exclusive).
 OVERLAP = timedelta(seconds=1)
-# Below this width a window is not split further even if it still looks full.
+# Below this width, or this many halvings deep, a window is not split further even if it still
+# looks full: what a window costs in list calls stays bounded whatever the API answers.
 MIN_WINDOW = timedelta(seconds=1)
+MAX_SPLIT_DEPTH = 16
 OPEN_END = datetime(9999, 12, 31, tzinfo=UTC)
 
 
@@ -90,6 +98,16 @@ class Ledger(Protocol):
     def backfill_cursor(self, start: datetime, end: datetime) -> datetime | None: ...
     def set_backfill_cursor(self, start: datetime, end: datetime, cursor: datetime) -> None: ...
     def record_pass(self, result: PassResult) -> None: ...
+
+
+def _distinct(listings: Iterable[Listing]) -> int:
+    """Entries across listings, each counted once: neighbouring windows overlap by OVERLAP."""
+    ids: set[str] = set()
+    raws: set[str] = set()
+    for listing in listings:
+        ids.update(recording.recording_id for recording in listing.recordings)
+        raws.update(raw for _, raw in listing.malformed)
+    return len(ids) + len(raws)
 
 
 def restage(path: Path) -> StagedFile:
@@ -230,22 +248,50 @@ class ArchivePass:
 
     # -- listing ---------------------------------------------------------------------------
 
-    def _list(self, window: Window, horizon: datetime) -> None:
+    def _list(
+        self, window: Window, horizon: datetime, depth: int = 0, listing: Listing | None = None
+    ) -> None:
         """List a window (split while it looks full) and record every new recording as pending."""
+        if listing is None:
+            listing = self._list_call(window, horizon)
+        full = listing.truncated or listing.size >= self.config.split_threshold
+        if not full:
+            self._record(window, listing)
+            return
+        if window.width / 2 < MIN_WINDOW or depth >= MAX_SPLIT_DEPTH:
+            log.error("window.unsplittable", window=str(window), listed=listing.size, depth=depth)
+            self._record(window, listing)
+            return
+        log.info(
+            "window.split", window=str(window), listed=listing.size, truncated=listing.truncated
+        )
+        halves = [(half, self._list_call(half, horizon)) for half in window.halves()]
+        if _distinct(listing for _, listing in halves) <= _distinct([listing]) and all(
+            half_listing.size < self.config.split_threshold for _, half_listing in halves
+        ):
+            # The halves hold nothing the parent did not, and neither is full by count: the
+            # parent was complete, whatever its `size` claimed (a lying `size` would otherwise
+            # split down to one-second windows). A half full by count is split on as usual.
+            log.warning(
+                "window.size_mismatch",
+                window=str(window),
+                listed=listing.size,
+                halves=[half_listing.size for _, half_listing in halves],
+            )
+            self._record(window, listing)
+            for half, half_listing in halves:
+                self._record(half, half_listing)
+            return
+        for half, half_listing in halves:
+            self._list(half, horizon, depth + 1, half_listing)
+
+    def _list_call(self, window: Window, horizon: datetime) -> Listing:
         self._check_stop()
-        listing = self.source.list_recordings(
+        return self.source.list_recordings(
             window, window.start - OVERLAP, min(window.end + OVERLAP, horizon)
         )
-        full = listing.truncated or listing.size >= self.config.split_threshold
-        if full and window.width / 2 >= MIN_WINDOW:
-            log.info(
-                "window.split", window=str(window), listed=listing.size, truncated=listing.truncated
-            )
-            for half in window.halves():
-                self._list(half, horizon)
-            return
-        if full:
-            log.error("window.unsplittable", window=str(window), listed=listing.size)
+
+    def _record(self, window: Window, listing: Listing) -> None:
         for reason, raw in listing.malformed:
             log.error("entry.malformed", window=str(window), reason=reason, entry=raw[:300])
             self.ledger.record_malformed(window, reason, raw)
@@ -314,6 +360,13 @@ class ArchivePass:
                 # instead of holding the watermark forever; but the pass stops: the API is unwell.
                 self._failed(recording, exc.reason, str(exc), dead_letter=False)
                 raise
+            except FatalError:
+                raise
+            except Exception as exc:
+                # A bug, or an input nobody foresaw: it costs this recording an attempt, never
+                # the pass, and the traceback is logged for whoever fixes it.
+                if self._internal_error(recording, exc):
+                    return None
 
     def _upload(self, recording: Recording, staged: StagedFile) -> tuple[Any, Any]:
         started = time.monotonic()
@@ -329,6 +382,12 @@ class ArchivePass:
             # it will not take): an attempt, retried by the next pass unless permanent.
             staged.path.unlink(missing_ok=True)
             self._failed(recording, exc.reason, str(exc), dead_letter=exc.permanent)
+            return
+        except FatalError:
+            raise
+        except Exception as exc:
+            staged.path.unlink(missing_ok=True)
+            self._internal_error(recording, exc)
             return
         # Any other error propagates and the staged file stays, verified, for the next pass.
         key = self.store.key_for(recording)
@@ -390,6 +449,16 @@ class ArchivePass:
             self.on_failed(recording, reason)
             self._report()
         return dead
+
+    def _internal_error(self, recording: Recording, exc: Exception) -> bool:
+        log.error(
+            "recording.internal_error",
+            recording_id=recording.recording_id,
+            error_type=type(exc).__name__,
+            exc_info=exc,
+        )
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        return self._failed(recording, "internal_error", message[:500], dead_letter=False)
 
     def _advance(self, window: Window) -> bool:
         """Move the watermark past `window` if nothing before its end is still pending."""

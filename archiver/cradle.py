@@ -7,28 +7,35 @@ only RetriableError reaches tenacity.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
+import requests.adapters
 import structlog
 import tenacity
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from archiver.config import CradleConfig
 from archiver.errors import (
     ApiUnavailable,
+    ArchiverError,
     AuthError,
     Interrupted,
     MalformedEntry,
@@ -39,6 +46,7 @@ from archiver.errors import (
 )
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, StagedFile, Window, format_time
+from archiver.urls import UrlRefused, checked_url, origin_of, refuse_characters
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +55,15 @@ CHUNK_SIZE = 256 * 1024
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 900.0
 USER_AGENT = "cradle-archiver/0.1 (+https://github.com/cradle-archiver)"
+# The API serves recordings of up to 100 MB; past this margin a body is refused, not spooled,
+# so an endless body cannot fill the disk.
+MAX_RECORDING_BYTES = 128 * 2**20
+# A list of 500 entries is about 150 KB; a decoded list body past this is refused (a gzip bomb
+# would otherwise be joined in memory whole).
+MAX_LIST_BYTES = 16 * 2**20
+# Integers longer than this in a list body are read as floats (so as infinity when huge): Python
+# refuses to parse an int of over 4,300 digits, which would fail the whole list for one entry.
+MAX_INT_DIGITS = 30
 
 
 @dataclass(frozen=True)
@@ -71,13 +88,6 @@ class Listing:
     @property
     def size(self) -> int:
         return len(self.recordings) + len(self.malformed)
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port): credentials go only where all three match `base_url`'s."""
-    parts = urlsplit(url)
-    default = 443 if parts.scheme == "https" else 80
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -105,6 +115,115 @@ def looks_like_mp3(head: bytes) -> bool:
     )
 
 
+class Watchdog:
+    """Cuts the connection of a request that outlives its deadline.
+
+    The socket timeout bounds each read, not the request: a server that sends a byte a second
+    keeps a read from ever timing out, in the headers as in the body. One thread per client
+    watches the one request in flight and, past its deadline, shuts down the sockets of the
+    session's connections, so the blocked read returns at once and the request fails.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._fired = False
+        self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def track(self, connection: HTTPConnection) -> None:
+        with self._cond:
+            self._connections.add(connection)
+
+    def arm(self, deadline: float) -> None:
+        """Cut at `deadline` (time.monotonic) unless disarmed or re-armed first."""
+        with self._cond:
+            self._deadline, self._fired = deadline, False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+            self._cond.notify()
+
+    @property
+    def fired(self) -> bool:
+        return self._fired
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                self._deadline, self._fired = None, True
+                for connection in list(self._connections):
+                    sock = connection.sock
+                    if sock is not None:
+                        with contextlib.suppress(OSError):  # already closed: nothing to cut
+                            sock.shutdown(socket.SHUT_RDWR)  # the blocked recv returns now
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with connections that report to the watchdog when they connect."""
+
+    def __init__(self, watchdog: Watchdog) -> None:
+        self._watchdog = watchdog
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        watchdog = self._watchdog
+
+        class WatchedHTTPConnection(HTTPConnection):
+            def connect(self) -> None:
+                watchdog.track(self)
+                super().connect()
+
+        class WatchedHTTPSConnection(HTTPSConnection):
+            def connect(self) -> None:
+                watchdog.track(self)
+                super().connect()
+
+        class WatchedHTTPPool(HTTPConnectionPool):
+            ConnectionCls = WatchedHTTPConnection
+
+        class WatchedHTTPSPool(HTTPSConnectionPool):
+            ConnectionCls = WatchedHTTPSConnection
+
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": WatchedHTTPPool,
+            "https": WatchedHTTPSPool,
+        }
+
+
+@dataclass
+class Transfer:
+    """The time budget of one response: `timeout` for the headers, then the body must keep an
+    average of at least `min_rate` bytes a second since the request started (after the same
+    grace), so a trickle fails while a large body at a fair speed gets all the time it needs."""
+
+    started: float
+    timeout: float
+    min_rate: float
+
+    def allowed(self, received: int) -> float:
+        return self.timeout + received / self.min_rate
+
+    def hard_deadline(self, expected: int) -> float:
+        return self.started + self.allowed(expected)
+
+    def too_slow(self, received: int) -> bool:
+        return time.monotonic() - self.started > self.allowed(received)
+
+
 class CradleClient:
     def __init__(
         self,
@@ -124,10 +243,14 @@ class CradleClient:
         self.session.headers["User-Agent"] = USER_AGENT
         # Environment proxies and .netrc must not see or change our credentials.
         self.session.trust_env = False
+        self.watchdog = Watchdog()
+        adapter = _WatchedAdapter(self.watchdog)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.stop = stop or threading.Event()
         self._wall_clock = wall_clock
         self._on_response = on_response or (lambda endpoint, code: None)
-        self._origin = origin(config.base_url)
+        self._origin = origin_of(config.base_url)
         self._timeout = (min(10.0, config.timeout.total_seconds()), config.timeout.total_seconds())
         # One request in flight, from its start until its body is read or closed.
         self._in_flight = threading.Lock()
@@ -136,7 +259,11 @@ class CradleClient:
         self.session.close()
 
     def is_on_host(self, url: str) -> bool:
-        return origin(url) == self._origin
+        try:
+            checked_url(url, self._origin)
+        except UrlRefused:
+            return False
+        return True
 
     # -- list ------------------------------------------------------------------------------
 
@@ -149,7 +276,8 @@ class CradleClient:
         started = time.monotonic()
         try:
             listing = self._with_retries(
-                lambda: parse_listing(window, self._get_json(url, params)), "list"
+                lambda: parse_listing(window, self._get_json(url, params), self._wall_clock()),
+                "list",
             )
         except RecordingFailed as exc:
             # A 4xx on a list call is not about one recording: the window cannot be listed.
@@ -173,28 +301,32 @@ class CradleClient:
         return listing.size
 
     def _get_json(self, url: str, params: dict[str, str]) -> Any:
-        with self._request(url, params=params, endpoint="list") as response:
-            text = b"".join(_chunks(response)).decode(response.encoding or "utf-8", "replace")
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise RetriableError(
-                f"list response is not JSON: {text[:80]!r}", reason="malformed_list"
-            ) from exc
+        body = bytearray()
+        with self._request(url, params=params, endpoint="list") as (response, transfer):
+            if (_content_length(response) or 0) > MAX_LIST_BYTES:
+                raise RetriableError(
+                    f"list response declares more than {MAX_LIST_BYTES} bytes",
+                    reason="malformed_list",
+                )
+            for chunk in self._chunks(response, transfer, retriable=True):
+                body += chunk
+                if len(body) > MAX_LIST_BYTES:
+                    raise RetriableError(
+                        f"list response is over {MAX_LIST_BYTES} bytes", reason="malformed_list"
+                    )
+        return decode_json(bytes(body))
 
     # -- download --------------------------------------------------------------------------
 
     def download(self, recording: Recording, spool_dir: Path) -> StagedFile:
         """Stream one recording to the spool directory, hashing it, and verify it (SPEC 3)."""
-        if not self.is_on_host(recording.url):
-            raise RecordingFailed(
-                f"url {recording.url} is not on {self.config.base_url}",
-                "off_host_url",
-                permanent=True,
-            )
+        try:
+            url = checked_url(recording.url, self._origin)
+        except UrlRefused as exc:
+            raise RecordingFailed(str(exc), exc.reason, permanent=True) from exc
         final = spool_dir / f"{recording.recording_id}.mp3"
         started = time.monotonic()
-        staged = self._with_retries(lambda: self._download_once(recording, final), "download")
+        staged = self._with_retries(lambda: self._download_once(url, final), "download")
         seconds = time.monotonic() - started
         log.info(
             "recording.downloaded",
@@ -204,33 +336,46 @@ class CradleClient:
         )
         return staged
 
-    def _download_once(self, recording: Recording, final: Path) -> StagedFile:
+    def _download_once(self, url: str, final: Path) -> StagedFile:
         partial = final.with_suffix(".part")
         try:
-            with self._request(recording.url, endpoint="download") as response:
+            with self._request(url, endpoint="download") as (response, transfer):
                 expected = _content_length(response)
+                if expected is not None and expected > MAX_RECORDING_BYTES:
+                    raise RecordingFailed(
+                        f"recording declares {expected} bytes, over {MAX_RECORDING_BYTES}",
+                        "too_large",
+                        permanent=True,
+                    )
                 digest = hashlib.sha256()
                 size = 0
                 head = b""
                 with _open_staging(partial) as out:
-                    for chunk in _chunks(response):
-                        if self.stop.is_set():
-                            raise Interrupted("shutdown asked for during a download")
+                    for chunk in self._chunks(response, transfer, retriable=False):
                         if len(head) < 4:
                             head += chunk[:4]
+                        size += len(chunk)
+                        if size > MAX_RECORDING_BYTES:
+                            raise RecordingFailed(
+                                f"recording body is over {MAX_RECORDING_BYTES} bytes",
+                                "too_large",
+                                permanent=True,
+                            )
                         digest.update(chunk)
                         out.write(chunk)
-                        size += len(chunk)
                     out.flush()
                     os.fsync(out.fileno())
+                # Content-Length counts the bytes on the wire: encoded ones, when a server
+                # compresses although we asked for identity. The decoded bytes are the MP3.
+                wire = response.raw.tell()
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        problem = _verify_body(size, expected, head)
+        problem = _verify_body(size, wire, expected, head)
         if problem is not None:
             partial.unlink(missing_ok=True)
             if problem == "truncated":
-                raise RetriableError(f"body has {size} of {expected} bytes", reason="truncated")
+                raise RetriableError(f"body has {wire} of {expected} bytes", reason="truncated")
             raise RecordingFailed(f"recording body rejected: {problem}", problem)
         partial.replace(final)
         return StagedFile(path=final, size=size, sha256=digest.hexdigest())
@@ -240,60 +385,119 @@ class CradleClient:
     @contextmanager
     def _request(
         self, url: str, *, endpoint: str, params: dict[str, str] | None = None
-    ) -> Iterator[requests.Response]:
-        """One GET under the in-flight lock and the limiter; redirects followed by hand."""
+    ) -> Iterator[tuple[requests.Response, Transfer]]:
+        """One GET under the in-flight lock, the limiter and the watchdog; redirects followed
+        by hand, each target checked by the same parser as the first url."""
         with self._in_flight:
-            for _ in range(MAX_REDIRECTS + 1):
-                response = self._send(url, params, endpoint)
-                if response.is_redirect:
-                    target = urljoin(url, response.headers.get("Location", ""))
-                    response.close()
-                    if not self.is_on_host(target):
-                        # Following would hand the next host our credentials.
-                        raise RecordingFailed(
-                            f"redirect to another host: {target}", "off_host_url", permanent=True
-                        )
-                    url, params = target, None
-                    continue
-                try:
-                    self._check_status(response)
-                    yield response
-                finally:
-                    response.close()
-                return
+            try:
+                for _ in range(MAX_REDIRECTS + 1):
+                    response, transfer = self._send(url, params, endpoint)
+                    if response.is_redirect:
+                        location = response.headers.get("Location", "")
+                        response.close()
+                        url, params = self._redirect_target(url, location), None
+                        continue
+                    try:
+                        self._check_status(response)
+                        expected = _content_length(response)
+                        budget = MAX_RECORDING_BYTES if expected is None else expected
+                        self.watchdog.arm(transfer.hard_deadline(min(budget, MAX_RECORDING_BYTES)))
+                        yield response, transfer
+                    finally:
+                        response.close()
+                    return
+            finally:
+                self.watchdog.disarm()
             raise RecordingFailed(f"more than {MAX_REDIRECTS} redirects", "redirect_loop")
 
-    def _send(self, url: str, params: dict[str, str] | None, endpoint: str) -> requests.Response:
+    def _redirect_target(self, url: str, location: str) -> str:
+        try:
+            # The raw header is checked too: urljoin is not the parser that will connect.
+            refuse_characters(location)
+            return checked_url(urljoin(url, location), self._origin)
+        except UrlRefused as exc:
+            # Following would hand another host our credentials, or trust a parser's guess.
+            raise RecordingFailed(f"redirect refused: {exc}", exc.reason, permanent=True) from exc
+
+    def _send(
+        self, url: str, params: dict[str, str] | None, endpoint: str
+    ) -> tuple[requests.Response, Transfer]:
         if self.stop.is_set():
             raise Interrupted("shutdown asked for")
-        headers = {}
-        if self.is_on_host(url):
-            headers = {"CRADLE_ID": self.config.id, "CRADLE_API_KEY": self.config.api_key}
-        self.limiter.acquire()
+        headers = {"CRADLE_ID": self.config.id, "CRADLE_API_KEY": self.config.api_key}
+        if endpoint == "download":
+            # A compressed recording would not match its Content-Length as we count it.
+            headers["Accept-Encoding"] = "identity"
+        prepared = self.session.prepare_request(
+            requests.Request("GET", url, params=params, headers=headers)
+        )
         try:
-            response = self.session.get(
-                url,
-                params=params,
-                headers=headers,
-                stream=True,
-                timeout=self._timeout,
-                allow_redirects=False,
+            # What is sent is what was checked: the prepared url, parsed by the same parser
+            # that will pick the connection, must still be on base_url's origin.
+            checked_url(prepared.url or "", self._origin)
+        except UrlRefused as exc:
+            raise RecordingFailed(str(exc), exc.reason, permanent=True) from exc
+        self.limiter.acquire()
+        # The budget starts once the limiter lets the request go: a 429 pause is not slowness.
+        transfer = Transfer(
+            time.monotonic(), self.config.timeout.total_seconds(), self.config.min_transfer_rate
+        )
+        self.watchdog.arm(transfer.hard_deadline(0))
+        try:
+            response = self.session.send(
+                prepared, stream=True, timeout=self._timeout, allow_redirects=False
             )
-        except requests.Timeout as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             self.limiter.arrived()
             self._on_response(endpoint, 0)
-            raise RetriableError(
-                f"{endpoint} timed out: {type(exc).__name__}", reason="timeout"
-            ) from exc
-        except requests.RequestException as exc:
-            self.limiter.arrived()
-            self._on_response(endpoint, 0)
+            if self.watchdog.fired:
+                raise self._too_slow(
+                    f"{endpoint} headers", transfer, 0, retriable=endpoint != "download"
+                ) from exc
+            if isinstance(exc, requests.Timeout):
+                raise RetriableError(
+                    f"{endpoint} timed out: {type(exc).__name__}", reason="timeout"
+                ) from exc
             raise RetriableError(
                 f"{endpoint} connection failed: {type(exc).__name__}", reason="connection"
             ) from exc
         self.limiter.arrived()  # the headers are here, so the request reached the server
         self._on_response(endpoint, response.status_code)
-        return response
+        return response, transfer
+
+    def _chunks(
+        self, response: requests.Response, transfer: Transfer, *, retriable: bool
+    ) -> Iterator[bytes]:
+        """The body as it arrives: read1 returns whatever the socket has (up to CHUNK_SIZE), so
+        a slow body never keeps the caller from seeing a stop request, or its deadline, long."""
+        received = 0
+        try:
+            while chunk := response.raw.read1(CHUNK_SIZE, decode_content=True):
+                if self.stop.is_set():
+                    raise Interrupted("shutdown asked for during a transfer")
+                received += len(chunk)
+                if transfer.too_slow(received):
+                    raise self._too_slow("body", transfer, received, retriable=retriable)
+                yield chunk
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if self.watchdog.fired:
+                raise self._too_slow("body", transfer, received, retriable=retriable) from exc
+            raise RetriableError(
+                f"body cut short: {type(exc).__name__}", reason="truncated"
+            ) from exc
+
+    def _too_slow(
+        self, what: str, transfer: Transfer, received: int, *, retriable: bool = True
+    ) -> ArchiverError:
+        seconds = time.monotonic() - transfer.started
+        message = (
+            f"{what} too slow: {received} bytes in {seconds:.1f}s, below"
+            f" {transfer.min_rate:.0f} bytes/s after {transfer.timeout:.0f}s"
+        )
+        if retriable:
+            return RetriableError(message, reason="too_slow")
+        # A trickling recording fails this attempt only; the pass goes on to the next.
+        return RecordingFailed(message, "too_slow")
 
     def _check_status(self, response: requests.Response) -> None:
         """Map a status to what the caller must do: the one place statuses are judged."""
@@ -357,7 +561,30 @@ class CradleClient:
         return wait
 
 
-def parse_listing(window: Window, body: Any) -> Listing:
+def decode_json(body: bytes) -> Any:
+    """A list body as JSON. JSON is UTF-8 (RFC 8259), whatever charset the header claims: a
+    bogus or Latin-1 charset would otherwise crash the decode or garble every name."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RetriableError(
+            f"list response is not UTF-8 (byte {exc.start})", reason="malformed_list"
+        ) from exc
+    try:
+        return json.loads(text, parse_int=_bounded_int)
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the interpreter's stack.
+        raise RetriableError(
+            f"list response is not JSON ({type(exc).__name__}): {text[:80]!r}",
+            reason="malformed_list",
+        ) from exc
+
+
+def _bounded_int(digits: str) -> int | float:
+    return int(digits) if len(digits) <= MAX_INT_DIGITS else float(digits)
+
+
+def parse_listing(window: Window, body: Any, now: datetime) -> Listing:
     """Validate a list response; a bad shape fails the call, a bad entry is set aside."""
     if not isinstance(body, dict) or not isinstance(body.get("recordings"), list):
         raise RetriableError("list response has no recordings array", reason="malformed_list")
@@ -365,32 +592,42 @@ def parse_listing(window: Window, body: Any) -> Listing:
     malformed: list[tuple[str, str]] = []
     for entry in body["recordings"]:
         try:
-            recordings.append(Recording.from_api(entry))
+            recording = Recording.from_api(entry, now=now)
         except MalformedEntry as exc:
-            malformed.append((str(exc), json.dumps(entry, sort_keys=True, default=str)[:2000]))
+            malformed.append((str(exc), _evidence(entry)))
+            continue
+        except Exception as exc:  # a validator bug must cost one entry, never the window
+            log.exception("entry.unreadable", window=str(window))
+            malformed.append((f"entry could not be read: {type(exc).__name__}", _evidence(entry)))
+            continue
+        if recording.duration_seconds is None:
+            log.warning("entry.no_duration", recording_id=recording.recording_id)
+        recordings.append(recording)
     size = body.get("size")
-    # A `size` larger than what came back means the server cut the list short.
-    truncated = isinstance(size, int) and size > len(body["recordings"])
+    # A `size` larger than what came back means the server cut the list short. A bool is not
+    # a count, whatever Python thinks of True.
+    truncated = (
+        isinstance(size, int) and not isinstance(size, bool) and size > len(body["recordings"])
+    )
     return Listing(window, recordings, malformed, truncated)
+
+
+def _evidence(entry: Any) -> str:
+    """The raw entry as kept in the checkpoint: JSON, cut to 2,000 characters."""
+    try:
+        return json.dumps(entry, sort_keys=True, default=str)[:2000]
+    except (ValueError, TypeError, RecursionError):
+        return f"<{type(entry).__name__} that cannot be shown>"
 
 
 def _content_length(response: requests.Response) -> int | None:
     value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
+    return int(value) if value and value.isdigit() and len(value) <= 20 else None
 
 
-def _chunks(response: requests.Response) -> Iterator[bytes]:
-    """The body as it arrives: read1 returns whatever the socket has (up to CHUNK_SIZE), so a
-    slow body never keeps the caller from seeing a stop request for long."""
-    try:
-        while chunk := response.raw.read1(CHUNK_SIZE, decode_content=True):
-            yield chunk
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise RetriableError(f"body cut short: {type(exc).__name__}", reason="truncated") from exc
-
-
-def _verify_body(size: int, expected: int | None, head: bytes) -> str | None:
-    if expected is not None and size != expected:
+def _verify_body(size: int, wire: int, expected: int | None, head: bytes) -> str | None:
+    """`wire` counts the bytes as sent (Content-Length's unit), `size` the decoded ones."""
+    if expected is not None and wire != expected:
         return "truncated"
     if size == 0:
         return "empty"

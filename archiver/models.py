@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from archiver.errors import MalformedEntry
 
 NATURES = frozenset({"in", "out", "team"})
+# A call cannot have started before this, nor more than FUTURE_SLACK after now: such a date is
+# garbage, and one far in the future would sit pending forever, never reached by the horizon.
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+MAX_DURATION_SECONDS = 31 * 24 * 3600
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -22,7 +27,10 @@ def parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
     if value.tzinfo is None:
         raise ValueError(f"time without a zone: {text!r} (write it in UTC, e.g. {text}Z)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"time out of range: {text!r}") from exc
 
 
 def format_time(value: datetime) -> str:
@@ -43,7 +51,7 @@ class Recording:
     recording_id: str
     url: str
     started_at: datetime
-    duration_seconds: int
+    duration_seconds: int | None  # None when the API left it out
     nature: str
     agent1: str
     agent2: str | None = None
@@ -51,21 +59,24 @@ class Recording:
     third_party_number: str | None = None
 
     @classmethod
-    def from_api(cls, entry: Any) -> Recording:
-        """Validate one list entry; raise MalformedEntry naming the field that is wrong."""
+    def from_api(cls, entry: Any, *, now: datetime | None = None) -> Recording:
+        """Validate one list entry completely, so nothing downstream can trip on it; raise
+        MalformedEntry naming the field that is wrong."""
         if not isinstance(entry, dict):
             raise MalformedEntry(f"entry is a {type(entry).__name__}, not an object")
         url = entry.get("url")
         if not isinstance(url, str) or not url:
             raise MalformedEntry("missing url")
         recording_id = recording_id_from_url(url)
-        try:
-            started_at = parse_time(entry.get("startedAt"))  # type: ignore[arg-type]
-        except (ValueError, TypeError) as exc:
-            raise MalformedEntry(f"invalid startedAt: {entry.get('startedAt')!r}") from exc
-        duration = entry.get("durationSeconds", 0)
-        if isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0:
-            raise MalformedEntry(f"invalid durationSeconds: {duration!r}")
+        started_at = _started_at(entry.get("startedAt"), now or utc_now())
+        duration = entry.get("durationSeconds")
+        if duration is not None and (
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not math.isfinite(duration)
+            or not 0 <= duration <= MAX_DURATION_SECONDS
+        ):
+            raise MalformedEntry(f"invalid durationSeconds: {_shown(duration)}")
         nature = entry.get("nature")
         if nature not in NATURES:
             raise MalformedEntry(f"invalid nature: {nature!r}")
@@ -76,7 +87,7 @@ class Recording:
             recording_id=recording_id,
             url=url,
             started_at=started_at,
-            duration_seconds=int(duration),
+            duration_seconds=None if duration is None else int(duration),
             nature=nature,
             agent1=agent1,
             agent2=_optional_str(entry, "agent2"),
@@ -91,11 +102,11 @@ class Recording:
             "startedAt": self.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
             if self.started_at.microsecond == 0
             else format_time(self.started_at),
-            "durationSeconds": self.duration_seconds,
             "nature": self.nature,
             "agent1": self.agent1,
         }
         for key, value in (
+            ("durationSeconds", self.duration_seconds),
             ("agent2", self.agent2),
             ("cradleNumber", self.cradle_number),
             ("thirdPartyNumber", self.third_party_number),
@@ -105,21 +116,45 @@ class Recording:
         return entry
 
 
+def _started_at(value: Any, now: datetime) -> datetime:
+    try:
+        started_at = parse_time(value)
+    except (ValueError, TypeError) as exc:
+        raise MalformedEntry(f"invalid startedAt: {_shown(value)}") from exc
+    if not EARLIEST_START <= started_at <= now + FUTURE_SLACK:
+        raise MalformedEntry(
+            f"startedAt {_shown(value)} is before {EARLIEST_START:%Y-%m-%d} or more than"
+            f" {FUTURE_SLACK.days} day after now"
+        )
+    return started_at
+
+
 def _optional_str(entry: dict[str, Any], key: str) -> str | None:
     value = entry.get(key)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise MalformedEntry(f"invalid {key}: {value!r}")
+        raise MalformedEntry(f"invalid {key}: {_shown(value)}")
     return value
 
 
+def _shown(value: Any, limit: int = 100) -> str:
+    """A hostile value in an error message: repr'd and cut, never a flood."""
+    text = repr(value) if not isinstance(value, dict | list) else f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def recording_id_from_url(url: str) -> str:
-    """The UUID in the url's last path segment, before `.mp3`."""
-    segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    """The UUID in the url's last path segment, before `.mp3`.
+
+    Split by hand rather than by a url parser: this is only a name, never where a request goes
+    (urls.py decides that), and a parser may raise on a hostile url (`http://[x/`).
+    """
+    path = url.split("#", 1)[0].split("?", 1)[0]
+    segment = path.rsplit("/", 1)[-1]
     stem = segment[:-4] if segment.lower().endswith(".mp3") else segment
     if not _UUID.match(stem):
-        raise MalformedEntry(f"url has no recording id: {url!r}")
+        raise MalformedEntry(f"url has no recording id: {_shown(url)}")
     return stem.lower()
 
 

@@ -367,3 +367,109 @@ def test_an_s3_outage_keeps_the_verified_downloads_for_the_next_pass(h: Harness)
     # Every recording was downloaded exactly once across both passes.
     assert sorted(h.source.downloads) == sorted(r.recording_id for r in h.source.recordings)
     assert fetched_before
+
+
+# -- hostile answers: a lying size, a bug on one recording ---------------------------------------
+
+
+@dataclass
+class LyingSource(FakeSource):
+    """Every list claims far more than it returns (`size: 999999`)."""
+
+    def list_recordings(
+        self, window: Window, listed_from: datetime, listed_until: datetime
+    ) -> Listing:
+        found = super().list_recordings(window, listed_from, listed_until)
+        return Listing(window, found.recordings, truncated=True)
+
+
+def test_a_lying_size_costs_three_list_calls_a_window_not_a_split_to_seconds(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h.source = LyingSource()
+    h.config = ArchiveConfig(
+        start=NOW - timedelta(hours=2), settle_delay=timedelta(0), lookback=timedelta(0)
+    )
+    h.source.recordings = [make_recording(NOW - timedelta(minutes=m)) for m in (100, 70, 30, 5)]
+    result = h.new_pass().run()
+    assert result.outcome == "ok" and result.archived == 4
+    # two windows, each listed once and then as two halves that add nothing
+    assert len(h.source.calls) == 2 * 3
+    assert h.checkpoint.watermark().position == NOW
+
+
+def test_a_half_full_by_count_is_split_further_even_when_the_parent_looked_complete(
+    h: Harness,
+) -> None:
+    # All eight calls are in the first quarter hour: the parent and its first half list the
+    # same four (the API's cap); only splitting that half further finds the rest.
+    h.source.cap = 4
+    h.config = ArchiveConfig(
+        start=NOW - timedelta(hours=1),
+        settle_delay=timedelta(0),
+        lookback=timedelta(0),
+        split_threshold=4,
+    )
+    h.source.recordings = [
+        make_recording(NOW - timedelta(hours=1) + timedelta(minutes=m)) for m in range(8)
+    ]
+    result = h.new_pass().run()
+    assert result.archived == 8
+
+
+def test_the_split_depth_is_bounded(h: Harness) -> None:
+    h.source = LyingSource()
+    h.source.cap = 2
+    h.config = ArchiveConfig(
+        start=NOW - timedelta(days=400),
+        window=timedelta(days=400),
+        settle_delay=timedelta(0),
+        lookback=timedelta(0),
+        split_threshold=2,
+    )
+    # Two calls a second apart, so every window that holds them lists as full by count.
+    h.source.recordings = [make_recording(NOW - timedelta(days=1, seconds=s)) for s in (0, 1)]
+    h.new_pass().run()
+    # 400 days halve to one second after 25 levels; the depth bound stops at 16. Each level on
+    # the way down lists two halves, and the empty one's two halves show it was complete.
+    assert len(h.source.calls) <= 1 + 4 * 16
+
+
+@dataclass
+class BuggySource(FakeSource):
+    """A download that trips on something nobody foresaw."""
+
+    buggy: set[str] = field(default_factory=set)
+
+    def download(self, recording: Recording, spool_dir: Path) -> StagedFile:
+        if recording.recording_id in self.buggy:
+            raise ZeroDivisionError("division by zero")
+        return super().download(recording, spool_dir)
+
+
+def test_an_unexpected_error_fails_that_recording_only(h: Harness) -> None:
+    h.source = BuggySource()
+    h.config = ArchiveConfig(
+        start=NOW - timedelta(hours=2), settle_delay=timedelta(0), max_attempts=2
+    )
+    h.source.recordings = [make_recording(NOW - timedelta(minutes=m)) for m in (90, 60, 30)]
+    h.source.buggy = {h.source.recordings[1].recording_id}
+    result = h.new_pass().run()
+    assert result.archived == 2 and result.failed == 1
+    row = h.checkpoint.get(h.source.recordings[1].recording_id)
+    assert row is not None and row.state == "failed" and row.reason == "internal_error"
+    assert row.attempts == 2
+    assert h.checkpoint.watermark().position == NOW
+
+
+def test_an_unexpected_error_from_the_store_fails_that_recording_only(h: Harness) -> None:
+    h.config = ArchiveConfig(
+        start=NOW - timedelta(hours=2), settle_delay=timedelta(0), max_attempts=1
+    )
+    h.source.recordings = [make_recording(NOW - timedelta(minutes=m)) for m in (90, 30)]
+    h.store.refuse[h.source.recordings[0].recording_id] = TypeError("a botocore surprise")
+    result = h.new_pass().run()
+    assert result.archived == 1 and result.failed == 1
+    row = h.checkpoint.get(h.source.recordings[0].recording_id)
+    assert row is not None and row.reason == "internal_error"
+    assert not list((h.tmp_path / "spool").glob("*.mp3"))
