@@ -18,6 +18,12 @@ per recording and buy nothing more.
 Counts by state live in `state_counts`, kept by triggers in the same transaction as every change
 to `recordings`: `counts()` reads three rows and cannot drift, not even after hand edits in the
 sqlite3 shell. Times are integer microseconds since the epoch, UTC.
+
+Its files (the database, `-wal`, `-shm` and `.lock`) are never reached through a symbolic link:
+the writer truncates the lock file, writes its pid into it and makes every file 0600, so a link
+planted at one of those names would have it do that to whatever file the link points at. We open
+them with O_NOFOLLOW and check the names SQLite opens itself (it cannot be told not to follow)
+just before it does; the directory is the archiver's own (0700), so nothing swaps one in between.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +110,7 @@ CREATE INDEX passes_kind ON passes (kind, id);
 # Step n turns a version n-1 file into version n; append steps, never edit a released one.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
 _NOT_OURS = "{} is an SQLite database, not a cradle-archiver checkpoint"
+_LINK = "{} is a symbolic link; refusing to follow it (the checkpoint's files must be real files)"
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,7 @@ class Checkpoint:
         clock: Clock = utc_now,
     ) -> Checkpoint:
         path = Path(path)
+        _refuse_links(path)
         if not create and not path.exists():
             raise CheckpointError(f"no checkpoint at {path} yet; run the archiver first")
         lock_fd = None
@@ -149,7 +158,7 @@ class Checkpoint:
             if create:
                 # Made here, not by SQLite, so it is 0600 from its first instant; SQLite gives
                 # the -wal and -shm files the database file's mode.
-                os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+                os.close(_open_file(str(path), os.O_RDONLY | os.O_CREAT))
             if writer:
                 _make_private(path)
             return cls(path, _connect(path, writer=writer, create=create), lock_fd, clock)
@@ -400,7 +409,7 @@ class Checkpoint:
 
 
 def _take_lock(path: Path) -> int:
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_file(f"{path}.lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -424,8 +433,36 @@ def _take_lock(path: Path) -> int:
 def _make_private(path: Path) -> None:
     """The state is readable by its owner only (guarantee 6), even a file copied in by hand."""
     for name in (str(path), f"{path}-wal", f"{path}-shm"):
-        if os.path.exists(name) and os.stat(name).st_mode & 0o077:
-            os.chmod(name, 0o600)
+        try:
+            fd = _open_file(name, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:  # through the descriptor: a chmod by name would follow a link put there since
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+
+def _refuse_links(path: Path) -> None:
+    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}.lock"):
+        if os.path.islink(name):
+            raise CheckpointError(_LINK.format(name))
+
+
+def _open_file(name: str, flags: int) -> int:
+    """Open (or create, 0600) one of the checkpoint's files: never through a link, never a FIFO
+    or device (O_NONBLOCK: opening a FIFO must not hang before we can look at it)."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError:
+        if os.path.islink(name):  # O_NOFOLLOW's ELOOP (EMLINK on some BSDs)
+            raise CheckpointError(_LINK.format(name)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{name} is not a regular file; refusing to use it")
+    return fd
 
 
 def _connect(path: Path, *, writer: bool, create: bool) -> sqlite3.Connection:

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import structlog
 
 from archiver import logs
-from archiver.config import DEFAULT_PATH, Config, load_config
+from archiver.config import DEFAULT_PATH, Config, load_config, readable_secret
 from archiver.errors import (
     EXIT_CONFIG,
     EXIT_DEAD_LETTERS,
@@ -181,6 +181,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from archiver.app import Archiver
 
     config = _config(args)
+    exposed = readable_secret(config)
+    if exposed is not None:  # once per start, not per pass; where the key lies open, never it
+        log.warning(
+            "config.secret_readable",
+            path=exposed.path,
+            mode=f"{exposed.mode:04o}",
+            readers=exposed.readers,
+        )
     shutdown = Shutdown(config.schedule.shutdown_timeout.total_seconds())
     with Archiver(config, stop=shutdown.stop) as archiver:
         if not args.once:
@@ -267,6 +275,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = _config(args)
     print(f"config      ok ({config.source})")
+    exposed = readable_secret(config)
+    if exposed is not None:  # a warning, not a failure: the archiver works, the key is exposed
+        print(f"warning     {exposed}")
     client = CradleClient(config.cradle)
     try:
         listed = client.probe()

@@ -2,19 +2,30 @@
 
 Every problem names the file, the key and what is wrong, and all problems are reported together
 (an operator fixing a config should not have to run the tool once per mistake).
+
+The credentials are checked here, not at the first request: they travel as HTTP header values,
+so one with a control character, a non-ASCII character or surrounding whitespace can never
+authenticate, and finding that out at load time is an exit 2 with the key named instead of a
+minute of retries on a request that cannot be sent. Messages about the API key never quote it.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import re
+import stat
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from archiver.errors import ConfigError
 from archiver.models import parse_time
@@ -37,6 +48,16 @@ STORAGE_CLASSES = frozenset(
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
+class KeySource(StrEnum):
+    """Where the API key was read from: tells `readable_secret` which file, if any, holds it."""
+
+    NONE = ""
+    CONFIG = "config"  # cradle.api_key, in the config file itself
+    ENVIRONMENT = "environment"  # $CRADLE_API_KEY
+    FILE = "api_key_file"  # cradle.api_key_file
+    CREDENTIALS = "credentials"  # $CREDENTIALS_DIRECTORY/cradle-api-key (systemd)
+
+
 @dataclass(frozen=True)
 class CradleConfig:
     base_url: str = "https://api.cradle.io"
@@ -45,6 +66,7 @@ class CradleConfig:
     api_key_file: str = ""
     requests_per_second: float = 10.0
     timeout: timedelta = timedelta(seconds=60)
+    api_key_source: KeySource = KeySource.NONE
 
 
 @dataclass(frozen=True)
@@ -225,10 +247,48 @@ def _time(value: Any) -> datetime | None:
 
 
 def _base_url(value: Any) -> str:
+    """An http(s) origin, optionally with a path, that every URL parser reads the same way.
+
+    The credentials go only to this URL's scheme, host and port, so it must not be open to
+    interpretation: urllib3 (which requests connects with) and urllib.parse must agree on it, and
+    what they are known to disagree on (backslashes, userinfo, whitespace, percent-escapes in the
+    authority) is refused outright.
+    """
     url = _string(value).rstrip("/")
-    parts = urlsplit(url)
+    if any(ch <= " " or ch == "\x7f" or not ch.isascii() for ch in url):
+        raise ValueError(
+            f"{value!r} contains whitespace, a control or a non-ASCII character"
+            " (write an internationalised host in its xn-- form)"
+        )
+    if "\\" in url:
+        raise ValueError(f"{value!r} contains a backslash")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket
+        raise ValueError(f"{value!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http(s) URL")
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{value!r} has userinfo (user@): the credentials go in cradle.id and api_key"
+        )
+    if "?" in url or "#" in url:
+        raise ValueError(f"{value!r} has a query or a fragment: give the API's root URL")
+    if "%" in parts.netloc:
+        raise ValueError(f"{value!r} has a percent-escape in its host or port")
+    try:
+        port = parts.port
+        parsed = parse_url(url)
+    except (ValueError, LocationParseError):
+        port = parsed = None
+    if port == 0 or parsed is None:
+        raise ValueError(f"{value!r} is not a valid URL (a port is a number from 1 to 65535)")
+    if (parsed.scheme, (parsed.host or "").strip("[]"), parsed.port) != (
+        parts.scheme,
+        parts.hostname,
+        port,
+    ):
+        raise ValueError(f"{value!r} is read differently by different URL parsers")
     return url
 
 
@@ -307,46 +367,100 @@ def parse_config(
 def _read_cradle(read: _Reader, env: Mapping[str, str], require_credentials: bool) -> CradleConfig:
     d = CradleConfig()
     base_url = read.get("base_url", d.base_url, _base_url)
-    cradle_id = env.get("CRADLE_ID") or read.get("id", "", _string)
-    read.seen.add("id")
-    api_key = env.get("CRADLE_API_KEY") or read.get("api_key", "", _secret)
-    read.seen.add("api_key")
-    api_key_file = read.get("api_key_file", "", _string)
-    if not api_key and api_key_file:
-        api_key = _read_key_file(read, api_key_file)
-    credentials_dir = env.get("CREDENTIALS_DIRECTORY")
-    if not api_key and not api_key_file and credentials_dir:
-        # systemd's LoadCredential=cradle-api-key:... puts the key here for the unit only.
-        candidate = Path(credentials_dir) / "cradle-api-key"
-        if candidate.exists():
-            api_key = _read_key_file(read, str(candidate))
+    before = len(read.problems)
+    cradle_id = _read_id(read, env)
+    id_reported = len(read.problems) > before
+    before = len(read.problems)
+    api_key, api_key_file, source = _read_api_key(read, env)
+    key_reported = len(read.problems) > before
     rate = read.get("requests_per_second", d.requests_per_second, _rate)
     timeout = read.get("timeout", d.timeout, _positive_duration)
     read.unknown()
-    reported = {p.split(":", 1)[0] for p in read.problems}
     if require_credentials:
-        if not cradle_id and "cradle.id" not in reported:
+        if not cradle_id and not id_reported:
             read.problems.append(
                 "cradle.id: is empty (set it, or the CRADLE_ID environment variable)"
             )
-        if not api_key and not reported & {"cradle.api_key", "cradle.api_key_file"}:
+        if not api_key and not key_reported:
             read.problems.append(
                 "cradle.api_key: is empty (set api_key, api_key_file, "
                 "or the CRADLE_API_KEY environment variable)"
             )
-    return CradleConfig(base_url, cradle_id, api_key, api_key_file, rate, timeout)
+    return CradleConfig(base_url, cradle_id, api_key, api_key_file, rate, timeout, source)
 
 
-def _read_key_file(read: _Reader, path: str) -> str:
+def _read_id(read: _Reader, env: Mapping[str, str]) -> str:
+    read.seen.add("id")
+    if env.get("CRADLE_ID"):
+        label, cradle_id = "CRADLE_ID (environment)", env["CRADLE_ID"]
+    else:
+        label, cradle_id = "cradle.id", read.get("id", "", _string)
+    problem = header_value_problem(cradle_id)
+    if problem:  # the id is not a secret: quoting it shows the stray character
+        read.problems.append(f"{label}: {cradle_id!r} {problem}")
+        return ""
+    return cradle_id
+
+
+def _read_api_key(read: _Reader, env: Mapping[str, str]) -> tuple[str, str, KeySource]:
+    """The key, `api_key_file` as configured, and where the key came from, first found wins:
+    $CRADLE_API_KEY, cradle.api_key, cradle.api_key_file, $CREDENTIALS_DIRECTORY/cradle-api-key."""
+    read.seen.add("api_key")
+    api_key_file = read.get("api_key_file", "", _string)
+    if env.get("CRADLE_API_KEY"):
+        key = _checked_key(read, "CRADLE_API_KEY (environment)", env["CRADLE_API_KEY"])
+        return key, api_key_file, KeySource.ENVIRONMENT
+    key = read.get("api_key", "", _secret)
+    if key:
+        return _checked_key(read, "cradle.api_key", key), api_key_file, KeySource.CONFIG
+    if api_key_file:
+        key = _read_key_file(read, "cradle.api_key_file", api_key_file)
+        return key, api_key_file, KeySource.FILE
+    credentials_dir = env.get("CREDENTIALS_DIRECTORY")
+    if credentials_dir:
+        # systemd's LoadCredential=cradle-api-key:... puts the key here for the unit only.
+        candidate = Path(credentials_dir) / "cradle-api-key"
+        if candidate.exists():
+            key = _read_key_file(read, "$CREDENTIALS_DIRECTORY/cradle-api-key", str(candidate))
+            return key, api_key_file, KeySource.CREDENTIALS
+    return "", api_key_file, KeySource.NONE
+
+
+def _read_key_file(read: _Reader, label: str, path: str) -> str:
     try:
-        key = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        read.problems.append(f"cradle.api_key_file: cannot read {path}: {reason}")
+        # Bytes, not text mode, which would turn a stray \r\n inside into \n. strip(): the
+        # newline an editor or `echo` leaves at the end is not part of the key.
+        key = Path(path).read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError:
+        # Not str(exc): it quotes the offending byte, which is a byte of the key.
+        read.problems.append(f"{label}: {path} is not UTF-8 text")
+        return ""
+    except OSError as exc:
+        read.problems.append(f"{label}: cannot read {path}: {exc.strerror or exc}")
         return ""
     if not key:
-        read.problems.append(f"cradle.api_key_file: {path} is empty")
+        read.problems.append(f"{label}: {path} is empty")
+    return _checked_key(read, f"{label}: {path}", key)
+
+
+def _checked_key(read: _Reader, label: str, key: str) -> str:
+    problem = header_value_problem(key)
+    if problem:
+        read.problems.append(f"{label}: {problem}")  # never the key itself
+        return ""
     return key
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why `value` cannot be sent as a credential header, without quoting it; None if it can."""
+    if value != value.strip():
+        return "has leading or trailing whitespace, which HTTP strips from a header"
+    control = next((ch for ch in value if ch < " " or ch == "\x7f"), None)
+    if control is not None:
+        return f"contains a control character (U+{ord(control):04X}), which a header cannot carry"
+    if not value.isascii():
+        return "contains a non-ASCII character, which a header cannot carry"
+    return None
 
 
 def _read_s3(read: _Reader) -> S3Config:
@@ -408,3 +522,50 @@ def _read_state(read: _Reader) -> StateConfig:
     read.unknown()
     # Beside the state file by default, so one volume holds everything the daemon writes.
     return StateConfig(path=path, spool_dir=Path(spool) if spool else path.parent / "spool")
+
+
+@dataclass(frozen=True)
+class ReadableSecret:
+    """A file holding the API key that someone other than the archiver's user can read."""
+
+    path: str
+    mode: int  # the permission bits, e.g. 0o644
+    readers: str  # "everyone", or "group NAME"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path} holds the API key and is readable by {self.readers}"
+            f" (mode {self.mode:04o}); chmod 600 it"
+        )
+
+
+def readable_secret(config: Config, groups: Collection[int] | None = None) -> ReadableSecret | None:
+    """The file holding the API key, if others can read it: the config file when the key is in
+    it, or `api_key_file`. `groups` are the archiver's own (default: this process's).
+
+    A group the archiver itself belongs to does not count: a Kubernetes secret mounted 0440 with
+    the pod's fsGroup, or a key file `root:cradle-archiver 0640`, is the usual way to hand the key
+    to a service user. The environment and systemd's credentials directory are not files we judge.
+    """
+    holders = {KeySource.CONFIG: config.source, KeySource.FILE: config.cradle.api_key_file}
+    path = holders.get(config.cradle.api_key_source)
+    if not path:
+        return None
+    try:
+        found = os.stat(path)  # follows links: a mounted secret is a link to the real file
+    except OSError:
+        return None
+    mode = stat.S_IMODE(found.st_mode)
+    own = {os.getegid(), *os.getgroups()} if groups is None else set(groups)
+    if mode & stat.S_IROTH:
+        return ReadableSecret(path, mode, "everyone")
+    if mode & stat.S_IRGRP and found.st_gid not in own:
+        return ReadableSecret(path, mode, f"group {_group_name(found.st_gid)}")
+    return None
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

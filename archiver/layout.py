@@ -7,6 +7,14 @@ ASCII goes as it is; any other value (non-ASCII, control characters, leading or 
 or one that itself looks like an encoded word) is sent as one RFC 2047 encoded word,
 `=?UTF-8?B?<base64 of the UTF-8 bytes>?=` — the form S3 itself uses for non-ASCII metadata.
 `decode_metadata_value` reverses it exactly.
+
+S3 refuses an object whose user metadata exceeds 2 KB (the UTF-8 bytes of every key and value,
+added up), and a refused object is a dead letter that no retry can fix. The fields we control
+(id, times, nature, checksum) are small and bounded; the free text from the API (agent names and
+numbers) is not. So when the whole would not fit, the free-text values share what is left fairly
+(the short ones are kept whole) and each one cut is marked with `TRUNCATED`, so that a reader of
+the object knows it is not the full value: the recording is archived, and the full entry is kept
+in the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import unicodedata
 from datetime import UTC
 from urllib.parse import quote
 
+import structlog
+
 from archiver.errors import MalformedEntry
 from archiver.models import Recording, format_time, recording_id_from_url
 
@@ -24,6 +34,11 @@ TAG_VALUE_MAX = 256
 TAG_REPLACEMENT = "_"
 _TAG_PUNCTUATION = frozenset("+-=._:/@")
 _ENCODED_WORD = re.compile(r"^=\?UTF-8\?B\?([A-Za-z0-9+/=]*)\?=$")
+METADATA_MAX = 2048  # bytes of user metadata S3 accepts: keys plus values
+TRUNCATED = "...[truncated]"  # ASCII, so a cut ASCII value is still sent readable
+FREE_TEXT = ("agent1", "agent2", "cradle-number", "third-party-number")
+
+log = structlog.get_logger(__name__)
 
 
 def object_key(prefix: str, recording: Recording) -> str:
@@ -46,11 +61,14 @@ def recording_id_from_key(key: str) -> str | None:
 
 
 def object_metadata(recording: Recording, sha256: str) -> dict[str, str]:
-    """The user metadata (`x-amz-meta-*`) of a recording's object, ASCII-safe."""
+    """The user metadata (`x-amz-meta-*`) of a recording's object, ASCII-safe and at most
+    `METADATA_MAX` bytes (over-long free text cut, with a marker)."""
+    duration = recording.duration_seconds
     fields: dict[str, str | None] = {
         "recording-id": recording.recording_id,
         "started-at": format_time(recording.started_at),
-        "duration-seconds": str(recording.duration_seconds),
+        # Absent when the API gave none: "0" would claim a length nobody measured.
+        "duration-seconds": str(duration) if duration is not None else None,
         "nature": recording.nature,
         "agent1": recording.agent1,
         "agent2": recording.agent2,
@@ -58,7 +76,49 @@ def object_metadata(recording: Recording, sha256: str) -> dict[str, str]:
         "third-party-number": recording.third_party_number,
         "sha256": sha256.lower(),
     }
-    return {key: encode_metadata_value(value) for key, value in fields.items() if value is not None}
+    metadata = {k: encode_metadata_value(v) for k, v in fields.items() if v is not None}
+    if metadata_size(metadata) <= METADATA_MAX:
+        return metadata
+    free = [key for key in FREE_TEXT if key in metadata]
+    fixed = metadata_size({k: v for k, v in metadata.items() if k not in free})
+    budget = METADATA_MAX - fixed - sum(len(key) for key in free)
+    shares = _fair_shares({key: len(metadata[key]) for key in free}, budget)
+    cut = [key for key in free if len(metadata[key]) > shares[key]]
+    for key in cut:
+        metadata[key] = _fit(fields[key] or "", shares[key])
+    log.warning("metadata.truncated", recording_id=recording.recording_id, keys=cut)
+    return metadata
+
+
+def metadata_size(metadata: dict[str, str]) -> int:
+    """What S3 counts against its 2 KB: the UTF-8 bytes of every key and value."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+
+
+def _fair_shares(sizes: dict[str, int], budget: int) -> dict[str, int]:
+    """Split `budget` bytes so that values under an equal share keep their size and the others
+    share the rest equally (max-min fairness)."""
+    shares: dict[str, int] = {}
+    left = sorted(sizes, key=lambda key: sizes[key])
+    while left:
+        share = max(budget, 0) // len(left)
+        key = left.pop(0)
+        shares[key] = min(sizes[key], share)
+        budget -= shares[key]
+    return shares
+
+
+def _fit(value: str, limit: int) -> str:
+    """The longest `value[:n] + TRUNCATED` whose encoded form has at most `limit` bytes ("" if
+    not even the marker fits). Encoded length only grows with n, so a binary search finds it."""
+    low, high = -1, len(value)  # the answer n is in [low, high); -1 means nothing fits
+    while high - low > 1:
+        middle = (low + high) // 2
+        if len(encode_metadata_value(value[:middle] + TRUNCATED)) <= limit:
+            low = middle
+        else:
+            high = middle
+    return encode_metadata_value(value[:low] + TRUNCATED) if low >= 0 else ""
 
 
 def encode_metadata_value(value: str) -> str:

@@ -207,6 +207,104 @@ def test_writer_makes_an_existing_loose_file_private(db_path: Path) -> None:
     assert mode(f"{db_path}.lock") == 0o600
 
 
+# --- symbolic links are never followed --------------------------------------------------------
+
+
+def precious(tmp_path: Path, name: str = "precious.txt") -> Path:
+    """A file a planted link might point at; it must come through untouched."""
+    target = tmp_path / name
+    target.write_text("do not touch\n")
+    target.chmod(0o644)
+    return target
+
+
+def assert_untouched(target: Path) -> None:
+    assert target.read_text() == "do not touch\n"
+    assert mode(target) == 0o644
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_left_alone(
+    tmp_path: Path, db_path: Path
+) -> None:
+    db_path.parent.mkdir()
+    target = precious(tmp_path)
+    os.symlink(target, f"{db_path}.lock")
+    with pytest.raises(CheckpointError) as caught:
+        Checkpoint.open(db_path)
+    assert str(caught.value) == (
+        f"{db_path}.lock is a symbolic link; refusing to follow it"
+        " (the checkpoint's files must be real files)"
+    )
+    assert caught.value.exit_code == CheckpointError.exit_code == 1
+    assert_untouched(target)
+    assert not db_path.exists()  # refused before anything was created
+
+
+def test_a_dangling_lock_link_does_not_create_its_target(tmp_path: Path, db_path: Path) -> None:
+    db_path.parent.mkdir()
+    os.symlink(tmp_path / "created-through-the-link", f"{db_path}.lock")
+    with pytest.raises(CheckpointError, match="is a symbolic link"):
+        Checkpoint.open(db_path)
+    assert not (tmp_path / "created-through-the-link").exists()
+
+
+@pytest.mark.parametrize("writer", [True, False])
+def test_a_symlinked_state_file_is_refused_and_not_made_private(
+    tmp_path: Path, db_path: Path, writer: bool
+) -> None:
+    real = tmp_path / "elsewhere" / "state.db"
+    Checkpoint.open(real).close()
+    real.chmod(0o644)
+    db_path.parent.mkdir()
+    os.symlink(real, db_path)
+    with pytest.raises(CheckpointError) as caught:
+        Checkpoint.open(db_path, writer=writer, create=writer)
+    assert f"{db_path} is a symbolic link; refusing to follow it" in str(caught.value)
+    assert mode(real) == 0o644
+    assert not Path(f"{db_path}.lock").exists()
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_symlinked_sqlite_companions_are_refused(
+    tmp_path: Path, db_path: Path, suffix: str
+) -> None:
+    Checkpoint.open(db_path).close()
+    target = precious(tmp_path)
+    Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    os.symlink(target, f"{db_path}{suffix}")
+    for writer in (True, False):
+        with pytest.raises(CheckpointError, match=f"{db_path}{suffix} is a symbolic link"):
+            Checkpoint.open(db_path, writer=writer)
+    assert_untouched(target)
+
+
+def test_make_private_never_chmods_through_a_link(tmp_path: Path, db_path: Path) -> None:
+    # A link that appears after open's check (the race the descriptor-based chmod closes).
+    Checkpoint.open(db_path).close()
+    target = precious(tmp_path)
+    Path(f"{db_path}-wal").unlink(missing_ok=True)
+    os.symlink(target, f"{db_path}-wal")
+    with pytest.raises(CheckpointError, match="is a symbolic link"):
+        checkpoint_module._make_private(db_path)
+    assert_untouched(target)
+
+
+def test_a_lock_file_that_is_not_a_regular_file_is_refused(db_path: Path) -> None:
+    db_path.parent.mkdir()
+    os.mkfifo(f"{db_path}.lock")
+    with pytest.raises(CheckpointError, match=r"\.lock is not a regular file"):
+        Checkpoint.open(db_path)
+
+
+def test_a_linked_state_directory_is_still_fine(tmp_path: Path) -> None:
+    # Only the files themselves must be real: /var/lib/x -> /data/x is an ordinary deployment.
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "linked")
+    with Checkpoint.open(tmp_path / "linked" / "state.db") as cp:
+        cp.add_listed([recording(1)])
+    assert (tmp_path / "real" / "state.db").is_file()
+
+
 # --- one writer -------------------------------------------------------------------------------
 
 HOLDER = """

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from archiver.config import load_config, parse_duration
+from archiver.config import Config, KeySource, load_config, parse_duration, readable_secret
 from archiver.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,3 +190,254 @@ def test_sizes(tmp_path: Path) -> None:
 def test_a_credential_of_the_wrong_type_is_reported_once(tmp_path: Path) -> None:
     found = problems(tmp_path, '[cradle]\nid=5\napi_key=["x"]\n[s3]\nbucket="calls"\n')
     assert sorted(p.split(":")[0] for p in found) == ["cradle.api_key", "cradle.id"]
+
+
+# --- credentials that cannot travel in an HTTP header -----------------------------------------
+
+SECRET = "S3cretVALUE"  # distinctive, so a message quoting it would be caught
+BAD_VALUES = [
+    pytest.param(f"{SECRET}\n", "leading or trailing whitespace", id="trailing-newline"),
+    pytest.param(f" {SECRET}", "leading or trailing whitespace", id="leading-space"),
+    pytest.param(f"{SECRET[:4]}\x00{SECRET[4:]}", "control character (U+0000)", id="nul"),
+    pytest.param(f"{SECRET[:4]}\r\n{SECRET[4:]}", "control character (U+000D)", id="crlf"),
+    pytest.param(f"{SECRET[:4]}\t{SECRET[4:]}", "control character (U+0009)", id="tab"),
+    pytest.param(f"{SECRET}\x7f", "control character (U+007F)", id="del"),
+    pytest.param(f"{SECRET}é", "non-ASCII character", id="non-ascii"),
+]
+
+
+def toml_string(value: str) -> str:
+    """`value` as a TOML basic string, every character escaped."""
+    return '"' + "".join(f"\\u{ord(ch):04x}" for ch in value) + '"'
+
+
+def assert_never_quoted(found: list[str], value: str) -> None:
+    for line in found:
+        assert SECRET not in line and SECRET[4:] not in line, line
+
+
+@pytest.mark.parametrize(("value", "problem"), BAD_VALUES)
+def test_a_bad_api_key_in_the_config_is_a_config_error_without_its_value(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    text = f'[cradle]\nid = "a"\napi_key = {toml_string(value)}\n[s3]\nbucket = "calls"\n'
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and found[0].startswith("cradle.api_key: "), found
+    assert problem in found[0]
+    assert_never_quoted(found, value)
+
+
+@pytest.mark.parametrize(("value", "problem"), BAD_VALUES)
+def test_a_bad_api_key_in_the_environment_is_named_as_the_variable(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    found = problems(
+        tmp_path, '[cradle]\nid = "a"\n[s3]\nbucket = "calls"\n', env={"CRADLE_API_KEY": value}
+    )
+    assert len(found) == 1 and found[0].startswith("CRADLE_API_KEY (environment): "), found
+    assert problem in found[0]
+    assert_never_quoted(found, value)
+
+
+INSIDE_A_FILE = [p for p in BAD_VALUES if "whitespace" not in p.values[1]]
+
+
+@pytest.mark.parametrize(("value", "problem"), INSIDE_A_FILE)
+def test_a_bad_key_inside_an_api_key_file_is_named_with_the_file(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    key = tmp_path / "key"
+    key.write_text(value + "\n", encoding="utf-8")
+    text = f'[cradle]\nid = "a"\napi_key_file = "{key}"\n[s3]\nbucket = "calls"\n'
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and found[0].startswith(f"cradle.api_key_file: {key}: "), found
+    assert problem in found[0]
+    assert_never_quoted(found, value)
+
+
+@pytest.mark.parametrize(("value", "problem"), INSIDE_A_FILE)
+def test_a_bad_key_from_systemd_credentials_is_named(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    (tmp_path / "cradle-api-key").write_text(value, encoding="utf-8")
+    found = problems(
+        tmp_path,
+        '[cradle]\nid = "a"\n[s3]\nbucket = "calls"\n',
+        env={"CREDENTIALS_DIRECTORY": str(tmp_path)},
+    )
+    assert len(found) == 1, found
+    assert found[0].startswith("$CREDENTIALS_DIRECTORY/cradle-api-key: ")
+    assert problem in found[0]
+    assert_never_quoted(found, value)
+
+
+def test_a_key_file_keeps_only_its_surrounding_whitespace_stripped(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text(f"  {SECRET}\r\n")
+    text = f'[cradle]\nid = "a"\napi_key_file = "{key}"\n[s3]\nbucket = "calls"\n'
+    assert load_config(write(tmp_path, text), env={}).cradle.api_key == SECRET
+
+
+def test_a_key_file_that_is_not_utf8_does_not_quote_its_bytes(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"S3cr\xffVALUE")
+    text = f'[cradle]\nid = "a"\napi_key_file = "{key}"\n[s3]\nbucket = "calls"\n'
+    found = problems(tmp_path, text)
+    assert found == [f"cradle.api_key_file: {key} is not UTF-8 text"]
+
+
+@pytest.mark.parametrize(("value", "problem"), BAD_VALUES)
+def test_a_bad_id_is_a_config_error_from_either_source(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    in_toml = problems(
+        tmp_path, f'[cradle]\nid = {toml_string(value)}\napi_key = "k"\n[s3]\nbucket = "calls"\n'
+    )
+    from_env = problems(tmp_path, MINIMAL, env={"CRADLE_ID": value})
+    assert len(in_toml) == 1 and in_toml[0].startswith("cradle.id: ")
+    assert len(from_env) == 1 and from_env[0].startswith("CRADLE_ID (environment): ")
+    assert problem in in_toml[0] and problem in from_env[0]
+
+
+def test_a_bad_credential_fails_at_load_with_exit_code_2(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, MINIMAL), env={"CRADLE_API_KEY": "k\n"})
+    assert caught.value.exit_code == 2
+
+
+def test_inner_spaces_in_a_key_are_allowed(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={"CRADLE_API_KEY": "two words"})
+    assert config.cradle.api_key == "two words"
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("config", KeySource.CONFIG),
+        ("environment", KeySource.ENVIRONMENT),
+        ("file", KeySource.FILE),
+        ("credentials", KeySource.CREDENTIALS),
+        ("none", KeySource.NONE),
+    ],
+)
+def test_the_loader_records_where_the_key_came_from(
+    tmp_path: Path, setup: str, expected: KeySource
+) -> None:
+    (tmp_path / "key").write_text("file-key")
+    (tmp_path / "cradle-api-key").write_text("cred-key")
+    lines = {
+        "config": 'api_key = "toml-key"',
+        "file": f'api_key_file = "{tmp_path / "key"}"',
+    }.get(setup, "")
+    env = {
+        "environment": {"CRADLE_API_KEY": "env-key"},
+        "credentials": {"CREDENTIALS_DIRECTORY": str(tmp_path)},
+    }.get(setup, {})
+    text = f'[cradle]\nid = "a"\n{lines}\n[s3]\nbucket = "calls"\n'
+    config = load_config(write(tmp_path, text), env=env, require_credentials=False)
+    assert config.cradle.api_key_source == expected
+
+
+# --- cradle.base_url: one reading for every URL parser ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://user@api.cradle.io", "has userinfo"),
+        ("https://user:pw@api.cradle.io", "has userinfo"),
+        ("http://127.0.0.1:1\\@127.0.0.1:2", "contains a backslash"),
+        ("https://api.cradle.io/?x=1", "has a query or a fragment"),
+        ("https://api.cradle.io/#@evil.example", "has a query or a fragment"),
+        ("https://api.cradle.io?", "has a query or a fragment"),
+        ("https://api.cradle.io\t", "whitespace, a control"),
+        ("https://api.cradle.io\n.evil", "whitespace, a control"),
+        ("https://api. cradle.io", "whitespace, a control"),
+        ("https://bücher.example", "non-ASCII"),
+        ("https://api%2ecradle.io", "percent-escape"),
+        ("https://api.cradle.io%40evil.example", "percent-escape"),
+        ("https://api.cradle.io:0", "1 to 65535"),
+        ("https://api.cradle.io:99999", "1 to 65535"),
+        ("https://api.cradle.io:https", "1 to 65535"),
+        ("https://api.cradle.io:+443", "1 to 65535"),
+        ("http://[::1", "not a valid URL"),
+        ("ftp://api.cradle.io", "is not an http(s) URL"),
+        ("https://", "is not an http(s) URL"),
+    ],
+)
+def test_an_ambiguous_base_url_is_refused(tmp_path: Path, url: str, problem: str) -> None:
+    text = MINIMAL.replace("[s3]", f"base_url = {toml_string(url)}\n[s3]")
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and found[0].startswith("cradle.base_url: "), found
+    assert problem in found[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "kept"),
+    [
+        ("https://api.cradle.io/", "https://api.cradle.io"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://[::1]:8080/", "http://[::1]:8080"),
+        ("https://API.Cradle.io:443/base", "https://API.Cradle.io:443/base"),
+        ("https://xn--bcher-kva.example", "https://xn--bcher-kva.example"),
+    ],
+)
+def test_a_plain_base_url_is_accepted(tmp_path: Path, url: str, kept: str) -> None:
+    text = MINIMAL.replace("[s3]", f'base_url = "{url}"\n[s3]')
+    assert load_config(write(tmp_path, text), env={}).cradle.base_url == kept
+
+
+# --- a key lying in a file others can read ------------------------------------------------------
+
+
+def key_in_config(tmp_path: Path, mode: int) -> Config:
+    path = write(tmp_path, MINIMAL)
+    path.chmod(mode)
+    return load_config(path, env={})
+
+
+def test_a_world_readable_config_holding_the_key_is_flagged(tmp_path: Path) -> None:
+    config = key_in_config(tmp_path, 0o644)
+    found = readable_secret(config)
+    assert found is not None
+    assert (found.path, found.mode, found.readers) == (config.source, 0o644, "everyone")
+    assert str(found).startswith(f"{config.source} holds the API key and is readable by everyone")
+    assert "0644" in str(found) and "k-123456" not in str(found)
+
+
+def test_a_private_config_holding_the_key_is_not_flagged(tmp_path: Path) -> None:
+    assert readable_secret(key_in_config(tmp_path, 0o600)) is None
+
+
+def test_a_group_readable_config_is_flagged_unless_the_group_is_the_archivers(
+    tmp_path: Path,
+) -> None:
+    config = key_in_config(tmp_path, 0o640)
+    gid = os.stat(config.source).st_gid
+    found = readable_secret(config, groups=())
+    assert found is not None and found.readers.startswith("group ")
+    assert readable_secret(config, groups=(gid,)) is None
+
+
+def test_a_readable_api_key_file_is_flagged(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("file-key")
+    key.chmod(0o604)
+    path = write(tmp_path, f'[cradle]\nid = "a"\napi_key_file = "{key}"\n[s3]\nbucket = "calls"\n')
+    path.chmod(0o644)  # holds no key: not what is flagged
+    found = readable_secret(load_config(path, env={}))
+    assert found is not None and (found.path, found.readers) == (str(key), "everyone")
+
+
+@pytest.mark.parametrize("source", ["environment", "credentials"])
+def test_a_key_not_in_a_file_we_judge_is_not_flagged(tmp_path: Path, source: str) -> None:
+    (tmp_path / "cradle-api-key").write_text("cred-key")
+    (tmp_path / "cradle-api-key").chmod(0o644)
+    path = write(tmp_path, '[cradle]\nid = "a"\n[s3]\nbucket = "calls"\n')
+    path.chmod(0o644)
+    env = (
+        {"CRADLE_API_KEY": "env-key"}
+        if source == "environment"
+        else {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    )
+    assert readable_secret(load_config(path, env=env)) is None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from archiver import layout
 from archiver.models import Recording
@@ -174,3 +178,142 @@ def test_tagging_header_is_url_encoded_and_parses_back() -> None:
 
 def test_tagging_header_of_no_tags_is_empty() -> None:
     assert layout.tagging_header({}) == ""
+
+
+# --- S3's 2 KB of user metadata ---------------------------------------------------------------
+
+
+def with_free_text(
+    agent1: str, agent2: str | None = None, cradle: str | None = None, third: str | None = None
+) -> Recording:
+    return dataclasses.replace(
+        recording(), agent1=agent1, agent2=agent2, cradle_number=cradle, third_party_number=third
+    )
+
+
+def assert_fits_and_decodes(rec: Recording, metadata: dict[str, str]) -> None:
+    assert layout.metadata_size(metadata) <= layout.METADATA_MAX == 2048
+    originals = {
+        "agent1": rec.agent1,
+        "agent2": rec.agent2,
+        "cradle-number": rec.cradle_number,
+        "third-party-number": rec.third_party_number,
+    }
+    for key, value in metadata.items():
+        assert value.isascii() and value.isprintable() and value == value.strip(), key
+        decoded = layout.decode_metadata_value(value)
+        if key in originals and decoded != originals[key]:
+            # Cut: a prefix of the original, marked (or nothing, if not even the marker fits).
+            original = originals[key] or ""
+            assert decoded == "" or (
+                decoded.endswith(layout.TRUNCATED)
+                and original.startswith(decoded.removesuffix(layout.TRUNCATED))
+            ), key
+
+
+LONG = {
+    "ascii": "A" * 10_000,
+    "non-ascii": "渡辺 直美 Zoë " * 1_000,
+    "control": "\x00\x01\n\t\x7f" * 2_000,
+    "emoji": "\U0001f600" * 3_000,
+    "looks-encoded": "=?UTF-8?B?" * 1_000,
+}
+
+
+@pytest.mark.parametrize("kind", LONG)
+def test_a_10kb_agent_name_is_cut_with_a_marker_to_fit_2kb(kind: str) -> None:
+    rec = with_free_text(LONG[kind], "Bob Jones", "+4930123456", "+4940987654")
+    with capture_logs() as logs:
+        metadata = layout.object_metadata(rec, SHA)
+    assert_fits_and_decodes(rec, metadata)
+    assert layout.decode_metadata_value(metadata["agent1"]).endswith("...[truncated]")
+    # The short values beside it are kept exactly.
+    assert (metadata["agent2"], metadata["cradle-number"]) == ("Bob Jones", "+4930123456")
+    assert logs == [
+        {
+            "event": "metadata.truncated",
+            "log_level": "warning",
+            "recording_id": RID,
+            "keys": ["agent1"],
+        }
+    ]
+
+
+@pytest.mark.parametrize("kind", LONG)
+def test_every_free_text_field_long_still_fits_and_shares_the_room(kind: str) -> None:
+    value = LONG[kind]
+    rec = with_free_text(value, value, value, value)
+    metadata = layout.object_metadata(rec, SHA)
+    assert_fits_and_decodes(rec, metadata)
+    # Each gets a fair share of the ~1,800 bytes left, none starves the others.
+    assert min(len(metadata[k]) for k in layout.FREE_TEXT) > 400
+    # And the fields we control are whole.
+    assert metadata["recording-id"] == RID and metadata["sha256"] == SHA
+
+
+def test_the_cut_keeps_as_much_as_fits() -> None:
+    rec = with_free_text("A" * 10_000)
+    metadata = layout.object_metadata(rec, SHA)
+    assert layout.metadata_size(metadata) == layout.METADATA_MAX  # no byte left unused
+
+
+def test_values_that_fit_are_never_touched() -> None:
+    # 1,700 bytes of agent name fits beside the rest: kept whole, no marker.
+    rec = with_free_text("B" * 1_700)
+    metadata = layout.object_metadata(rec, SHA)
+    assert metadata["agent1"] == "B" * 1_700
+    assert layout.metadata_size(metadata) <= 2048
+
+
+def test_a_missing_duration_is_left_out_not_written_as_zero() -> None:
+    rec = dataclasses.replace(recording(), duration_seconds=None)
+    assert "duration-seconds" not in layout.object_metadata(rec, SHA)
+    assert layout.object_metadata(recording(), SHA)["duration-seconds"] == "93"
+
+
+def long_text() -> st.SearchStrategy[str]:
+    """Short text, or a short piece repeated into kilobytes (cheaper than drawing 10 KB)."""
+    piece = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+    return st.one_of(
+        piece,
+        st.builds(lambda p, n: p * n, piece, st.integers(min_value=1, max_value=4_000)),
+    )
+
+
+@given(
+    agent1=long_text(),
+    agent2=st.none() | long_text(),
+    cradle=st.none() | long_text(),
+    third=st.none() | long_text(),
+)
+@settings(max_examples=300, deadline=None)
+def test_metadata_always_fits_2kb_and_decodes(
+    agent1: str, agent2: str | None, cradle: str | None, third: str | None
+) -> None:
+    rec = with_free_text(agent1, agent2 or None, cradle or None, third or None)
+    metadata = layout.object_metadata(rec, SHA)
+    assert_fits_and_decodes(rec, metadata)
+    if (
+        layout.metadata_size(
+            {k: layout.encode_metadata_value(v) for k, v in _plain_fields(rec).items()}
+        )
+        <= layout.METADATA_MAX
+    ):
+        assert all(  # nothing needed cutting: exactly as before
+            layout.decode_metadata_value(metadata[k]) == v for k, v in _plain_fields(rec).items()
+        )
+
+
+def _plain_fields(rec: Recording) -> dict[str, str]:
+    fields = {
+        "recording-id": rec.recording_id,
+        "started-at": "2022-06-01T10:15:30.250Z",
+        "duration-seconds": str(rec.duration_seconds),
+        "nature": rec.nature,
+        "agent1": rec.agent1,
+        "agent2": rec.agent2,
+        "cradle-number": rec.cradle_number,
+        "third-party-number": rec.third_party_number,
+        "sha256": SHA,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
