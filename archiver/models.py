@@ -78,8 +78,8 @@ class Recording:
         ):
             raise MalformedEntry(f"invalid durationSeconds: {_shown(duration)}")
         nature = entry.get("nature")
-        if nature not in NATURES:
-            raise MalformedEntry(f"invalid nature: {nature!r}")
+        if not isinstance(nature, str) or nature not in NATURES:
+            raise MalformedEntry(f"invalid nature: {_shown(nature)}")
         agent1 = entry.get("agent1")
         if not isinstance(agent1, str):
             raise MalformedEntry("missing agent1")

@@ -6,7 +6,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 from moto.server import ThreadedMotoServer
+
+# make test must give the same answer every run: property tests draw the same examples each
+# time (no example database either). HYPOTHESIS_PROFILE=explore searches afresh, for developers.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True)

@@ -258,6 +258,7 @@ def test_poison_entries_are_set_aside_and_their_neighbours_kept(api: Server) -> 
         entry(api.url, other, startedAt="1969-12-31T23:59:59Z"),
         entry(api.url, other, startedAt=["2024"]),
         entry(api.url, other, agent1={"a": 1}),
+        entry(api.url, other, nature=["in"]),
         [1, 2],
         None,
     ]
