@@ -67,6 +67,9 @@ class CradleConfig:
     requests_per_second: float = 10.0
     timeout: timedelta = timedelta(seconds=60)
     api_key_source: KeySource = KeySource.NONE
+    # Bytes a second a response must average after `timeout` of grace: a trickle fails instead
+    # of holding the pass (64 kbit/s audio is 8 KB a second of call; the API serves far faster).
+    min_transfer_rate: float = 16 * 2**10
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,14 @@ def parse_size(value: Any) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
+def _transfer_rate(value: Any) -> float:
+    """Bytes a second, written as a size: `"16KiB"` means 16 KiB a second."""
+    rate = parse_size(value)
+    if rate < 1:
+        raise ValueError(f"{value!r} must be at least one byte a second")
+    return float(rate)
+
+
 def _part_threshold(value: Any) -> int:
     size = parse_size(value)
     if size < MIN_PART_SIZE:
@@ -375,6 +386,7 @@ def _read_cradle(read: _Reader, env: Mapping[str, str], require_credentials: boo
     key_reported = len(read.problems) > before
     rate = read.get("requests_per_second", d.requests_per_second, _rate)
     timeout = read.get("timeout", d.timeout, _positive_duration)
+    min_rate = read.get("min_transfer_rate", d.min_transfer_rate, _transfer_rate)
     read.unknown()
     if require_credentials:
         if not cradle_id and not id_reported:
@@ -386,7 +398,16 @@ def _read_cradle(read: _Reader, env: Mapping[str, str], require_credentials: boo
                 "cradle.api_key: is empty (set api_key, api_key_file, "
                 "or the CRADLE_API_KEY environment variable)"
             )
-    return CradleConfig(base_url, cradle_id, api_key, api_key_file, rate, timeout, source)
+    return CradleConfig(
+        base_url,
+        cradle_id,
+        api_key,
+        api_key_file,
+        rate,
+        timeout,
+        source,
+        min_transfer_rate=min_rate,
+    )
 
 
 def _read_id(read: _Reader, env: Mapping[str, str]) -> str:

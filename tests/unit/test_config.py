@@ -36,6 +36,7 @@ def test_example_config_loads_through_the_real_loader() -> None:
     assert config.archive.window == timedelta(hours=1)
     assert config.state.spool_dir == Path("/var/lib/cradle-archiver/spool")
     assert config.server.address == ("127.0.0.1", 9108)
+    assert config.cradle.min_transfer_rate == 16 * 1024
 
 
 def test_defaults_match_the_contract(tmp_path: Path) -> None:
@@ -106,6 +107,14 @@ def test_the_key_is_not_in_the_repr(tmp_path: Path) -> None:
         (MINIMAL + 'multipart_threshold = "big"\n', "s3.multipart_threshold: 'big' is not a size"),
         (MINIMAL + '[server]\nlisten = "nowhere"\n', "server.listen: 'nowhere' is not HOST:PORT"),
         (MINIMAL.replace("https", "") + "\n[state]\npath = 3\n", "state.path: 3 is not a string"),
+        (
+            '[cradle]\nid="a"\napi_key="k"\nmin_transfer_rate="fast"\n[s3]\nbucket="c1"\n',
+            "cradle.min_transfer_rate: 'fast' is not a size",
+        ),
+        (
+            '[cradle]\nid="a"\napi_key="k"\nmin_transfer_rate=0\n[s3]\nbucket="c1"\n',
+            "cradle.min_transfer_rate: 0 must be at least one byte a second",
+        ),
         ('[cradle]\napi_key="k"\n[s3]\nbucket="calls"\n', "cradle.id: is empty"),
         ('[cradle]\nid="a"\n[s3]\nbucket="calls"\n', "cradle.api_key: is empty"),
         (
