@@ -67,6 +67,7 @@ class Recording:
         url = entry.get("url")
         if not isinstance(url, str) or not url:
             raise MalformedEntry("missing url")
+        _require_text(url, "url")
         recording_id = recording_id_from_url(url)
         started_at = _started_at(entry.get("startedAt"), now or utc_now())
         duration = entry.get("durationSeconds")
@@ -83,6 +84,7 @@ class Recording:
         agent1 = entry.get("agent1")
         if not isinstance(agent1, str):
             raise MalformedEntry("missing agent1")
+        _require_text(agent1, "agent1")
         return cls(
             recording_id=recording_id,
             url=url,
@@ -135,7 +137,17 @@ def _optional_str(entry: dict[str, Any], key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise MalformedEntry(f"invalid {key}: {_shown(value)}")
+    _require_text(value, key)
     return value
+
+
+def _require_text(value: str, key: str) -> None:
+    """JSON may carry a lone surrogate (`"\\ud800"`), which no UTF-8 file, database or header
+    can hold: refused here, or the checkpoint would fail on the whole window."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedEntry(f"invalid {key}: not text (a lone surrogate at {exc.start})") from exc
 
 
 def _shown(value: Any, limit: int = 100) -> str:

@@ -259,6 +259,9 @@ def test_poison_entries_are_set_aside_and_their_neighbours_kept(api: Server) -> 
         entry(api.url, other, startedAt=["2024"]),
         entry(api.url, other, agent1={"a": 1}),
         entry(api.url, other, nature=["in"]),
+        entry(api.url, other, agent1="Zo\ud800"),
+        entry(api.url, other, agent2="\udfff"),
+        entry(api.url, other, url=f"{api.url}/api/v1/public/recordings/\ud800/{other}.mp3"),
         [1, 2],
         None,
     ]

@@ -44,14 +44,17 @@ def servers() -> Iterator[tuple[Server, Server]]:
     canary.close()
 
 
+# Any code point, lone surrogates and controls included: JSON can carry every one of them.
+ANY_CHAR = st.characters(codec=None, categories=["L", "M", "N", "P", "S", "Z", "C"])
 JSON_ANY = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(10**30), max_value=10**30)
     | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    | st.text(ANY_CHAR, max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=6,
 )
 GOOD_TIMES = st.integers(min_value=0, max_value=2 * 3600 - 1).map(
@@ -67,7 +70,29 @@ BAD_TIMES = st.sampled_from(
         "",
     ]
 )
-TEXT = st.text(max_size=40) | st.text(min_size=3000, max_size=3000)
+# Long values (past S3's 2 KB of metadata) made cheaply: repeated, not drawn one by one.
+NASTY = st.sampled_from(
+    [
+        "",
+        " ",
+        "\ud800",
+        "Zo\udfffe",
+        "\x00",
+        "a\r\nb",
+        "\u202eevil",
+        "=?UTF-8?B?AA==?=",
+        "Zoë Müller",
+    ]
+)
+TEXT = (
+    NASTY
+    | st.text(ANY_CHAR, max_size=40)
+    | st.builds(
+        lambda chars, times: chars * times,
+        st.text(ANY_CHAR, min_size=1, max_size=3),
+        st.integers(500, 4000),
+    )
+)
 BODIES = st.sampled_from([MP3, b"", b"<html>oops</html>", b"\xff\xfb" + bytes(100)]) | st.binary(
     max_size=64
 )
@@ -102,18 +127,33 @@ def hostile_entries(draw: st.DrawFn, api: str, canary: str) -> tuple[list[Any], 
             entries.append(draw(JSON_ANY))  # not even an object
             continue
         rid = str(uuid.UUID(int=draw(st.integers(0, 2**128 - 1))))
-        fields = {
-            "url": draw(url_kinds(api, canary, rid)),
-            "startedAt": draw(GOOD_TIMES | BAD_TIMES | JSON_ANY),
-            "durationSeconds": draw(st.integers(0, 7200) | JSON_ANY),
-            "nature": draw(st.sampled_from(["in", "out", "team"]) | JSON_ANY),
-            "agent1": draw(TEXT | JSON_ANY),
-            "agent2": draw(st.none() | TEXT | JSON_ANY),
+        # A plausible entry (free text may hold any code point), then one or two fields made
+        # hostile or left out: one odd field beside good ones is what must cost only the entry.
+        fields: dict[str, Any] = {
+            "url": f"{api}/api/v1/public/recordings/{rid}.mp3?source=api",
+            "startedAt": draw(GOOD_TIMES),
+            "durationSeconds": draw(st.integers(0, 7200)),
+            "nature": draw(st.sampled_from(["in", "out", "team"])),
+            "agent1": draw(TEXT),
+            "agent2": draw(st.none() | TEXT),
             "cradleNumber": draw(st.none() | TEXT),
             "thirdPartyNumber": draw(st.none() | TEXT),
         }
-        for name in draw(st.sets(st.sampled_from(sorted(fields)), max_size=2)):
-            del fields[name]
+        hostile = {
+            "url": url_kinds(api, canary, rid),
+            "startedAt": BAD_TIMES | JSON_ANY,
+            "durationSeconds": JSON_ANY,
+            "nature": JSON_ANY,
+            "agent1": JSON_ANY,
+            "agent2": JSON_ANY,
+            "cradleNumber": JSON_ANY,
+            "thirdPartyNumber": JSON_ANY,
+        }
+        for name in draw(st.lists(st.sampled_from(sorted(fields)), max_size=2, unique=True)):
+            if draw(st.booleans()):
+                fields[name] = draw(hostile[name])
+            else:
+                del fields[name]
         entries.append(fields)
         bodies[rid] = draw(BODIES)
     return entries, bodies
