@@ -22,13 +22,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
 
 from archiver.errors import ConfigError
 from archiver.models import parse_time
+from archiver.urls import UrlRefused, origin_of
 
 DEFAULT_PATH = "/etc/cradle-archiver/config.toml"
 MAX_REQUESTS_PER_SECOND = 10.0
@@ -258,48 +255,17 @@ def _time(value: Any) -> datetime | None:
 
 
 def _base_url(value: Any) -> str:
-    """An http(s) origin, optionally with a path, that every URL parser reads the same way.
-
-    The credentials go only to this URL's scheme, host and port, so it must not be open to
-    interpretation: urllib3 (which requests connects with) and urllib.parse must agree on it, and
-    what they are known to disagree on (backslashes, userinfo, whitespace, percent-escapes in the
-    authority) is refused outright.
-    """
+    """An http(s) origin, optionally with a path, held to the rules of `archiver.urls`: the same
+    parser and checks that decide where every request goes, so the origin the credentials are
+    bound to cannot be read two ways (no userinfo, backslash, whitespace, control or non-ASCII
+    character, percent-escape in the host, or port outside 1 to 65535)."""
     url = _string(value).rstrip("/")
-    if any(ch <= " " or ch == "\x7f" or not ch.isascii() for ch in url):
-        raise ValueError(
-            f"{value!r} contains whitespace, a control or a non-ASCII character"
-            " (write an internationalised host in its xn-- form)"
-        )
-    if "\\" in url:
-        raise ValueError(f"{value!r} contains a backslash")
     try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # an unclosed IPv6 bracket
-        raise ValueError(f"{value!r} is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL")
-    if "@" in parts.netloc:
-        raise ValueError(
-            f"{value!r} has userinfo (user@): the credentials go in cradle.id and api_key"
-        )
+        origin_of(url)
+    except UrlRefused as exc:
+        raise ValueError(str(exc)) from None
     if "?" in url or "#" in url:
         raise ValueError(f"{value!r} has a query or a fragment: give the API's root URL")
-    if "%" in parts.netloc:
-        raise ValueError(f"{value!r} has a percent-escape in its host or port")
-    try:
-        port = parts.port
-        parsed = parse_url(url)
-    except (ValueError, LocationParseError):
-        port = parsed = None
-    if port == 0 or parsed is None:
-        raise ValueError(f"{value!r} is not a valid URL (a port is a number from 1 to 65535)")
-    if (parsed.scheme, (parsed.host or "").strip("[]"), parsed.port) != (
-        parts.scheme,
-        parts.hostname,
-        port,
-    ):
-        raise ValueError(f"{value!r} is read differently by different URL parsers")
     return url
 
 
