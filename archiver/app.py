@@ -6,10 +6,10 @@ Commands return results; the CLI turns them into output and exit codes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 
 import structlog
 
@@ -20,11 +20,38 @@ from archiver.cradle import CradleClient
 from archiver.daemon import Daemon
 from archiver.errors import Interrupted
 from archiver.metrics import GaugeState, Metrics, ProbeServer
-from archiver.models import PassResult, Recording, utc_now
+from archiver.models import (
+    PassResult,
+    Recording,
+    RecordingRow,
+    RecordingState,
+    StoredObject,
+    utc_now,
+)
 from archiver.notify import Notifier
 from archiver.sink import S3Sink
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ObservedPass:
+    """The events of a pass, to the metrics and, for a backfill on a terminal, a progress bar."""
+
+    metrics: Metrics
+    display: Callable[[Progress], None] | None = None
+
+    def archived(
+        self, recording: Recording, size: int, download_seconds: float, upload_seconds: float | None
+    ) -> None:
+        self.metrics.recording_archived(size, download_seconds, upload_seconds)
+
+    def failed(self, recording: Recording, reason: str) -> None:
+        self.metrics.recording_failed(reason)
+
+    def progress(self, progress: Progress) -> None:
+        if self.display is not None:
+            self.display(progress)
 
 
 class Archiver:
@@ -62,12 +89,7 @@ class Archiver:
         self.client.close()
         self.checkpoint.close()
 
-    def new_pass(
-        self,
-        on_progress: Callable[[Progress], None] | None = None,
-        on_archived: Callable[[Recording, int], None] | None = None,
-    ) -> ArchivePass:
-        metrics = self.metrics
+    def new_pass(self, on_progress: Callable[[Progress], None] | None = None) -> ArchivePass:
         return ArchivePass(
             self.config.archive,
             self.client,
@@ -76,12 +98,7 @@ class Archiver:
             self.config.state.spool_dir,
             clock=self.clock,
             stop=self.stop,
-            on_progress=on_progress,
-            on_archived=on_archived,
-            on_failed=lambda recording, reason: metrics.recording_failed(reason),
-            on_transferred=lambda recording, size, down, up: metrics.recording_archived(
-                size, down, up
-            ),
+            events=ObservedPass(self.metrics, on_progress),
         )
 
     def run_once(self) -> PassResult:
@@ -131,7 +148,7 @@ class Archiver:
     def _gauge_state(self) -> GaugeState:
         """What the /metrics gauges show; read on the probe server's thread at scrape time."""
         last = self.checkpoint.last_pass("pass")
-        succeeded = last is not None and last.outcome in ("ok", "dead_letters")
+        succeeded = last is not None and last.outcome.finished
         return GaugeState(
             watermark=self.checkpoint.watermark().position,
             counts=self.checkpoint.counts(),
@@ -151,13 +168,13 @@ class Archiver:
         counts = self.checkpoint.counts()
         last = self.checkpoint.last_pass("pass")
         return (
-            f"watermark {self.checkpoint.watermark()}, {counts['archived']} archived, "
-            f"{counts['pending']} pending, {counts['failed']} dead-lettered"
+            f"watermark {self.checkpoint.watermark()}, {counts[RecordingState.ARCHIVED]} archived, "
+            f"{counts[RecordingState.PENDING]} pending, {counts[RecordingState.FAILED]} dead-lettered"
             + (f", last pass {last.outcome}" if last else "")
         )
 
     def dead_lettered(self) -> int:
-        return self.checkpoint.counts()["failed"]
+        return self.checkpoint.counts()[RecordingState.FAILED]
 
 
 @dataclass
@@ -172,28 +189,39 @@ class VerifyReport:
         return len(self.missing) + len(self.wrong_size) + len(self.wrong_sha256)
 
 
+class ArchivedRows(Protocol):
+    def archived(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[RecordingRow]: ...
+
+
+class ObjectHeads(Protocol):
+    def head(self, key: str) -> StoredObject | None: ...
+
+
 def verify(
-    checkpoint: Any, sink: Any, since: datetime | None, until: datetime | None
+    checkpoint: ArchivedRows, sink: ObjectHeads, since: datetime | None, until: datetime | None
 ) -> VerifyReport:
     """Every recording the checkpoint calls archived must be in S3 with the recorded size."""
     report = VerifyReport()
     for row in checkpoint.archived(since=since, until=until):
         report.checked += 1
-        stored = sink.head(row.key)
         recording_id = row.recording.recording_id
+        key = row.key or f"<no key recorded for {recording_id}>"  # the schema forbids it
+        stored = sink.head(key) if row.key else None
         if stored is None:
-            report.missing.append(row.key)
-            log.error("verify.missing", recording_id=recording_id, key=row.key)
+            report.missing.append(key)
+            log.error("verify.missing", recording_id=recording_id, key=key)
         elif stored.size != row.size:
-            report.wrong_size.append(row.key)
+            report.wrong_size.append(key)
             log.error(
                 "verify.wrong_size",
                 recording_id=recording_id,
-                key=row.key,
+                key=key,
                 expected=row.size,
                 found=stored.size,
             )
         elif stored.sha256 and stored.sha256 != row.sha256:
-            report.wrong_sha256.append(row.key)
-            log.error("verify.wrong_sha256", recording_id=recording_id, key=row.key)
+            report.wrong_sha256.append(key)
+            log.error("verify.wrong_sha256", recording_id=recording_id, key=key)
     return report

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -28,7 +28,20 @@ from archiver.errors import (
     RecordingFailed,
     StagingError,
 )
-from archiver.models import PassResult, Recording, StagedFile, Watermark, Window, utc_now, walk
+from archiver.models import (
+    PassOutcome,
+    PassResult,
+    PutOutcome,
+    PutResult,
+    Recording,
+    RecordingRow,
+    RecordingState,
+    StagedFile,
+    Watermark,
+    Window,
+    utc_now,
+    walk,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -54,22 +67,19 @@ class Listing(Protocol):
 
 
 class Source(Protocol):
+    """The Cradle API, as the pass uses it."""
+
     def list_recordings(
         self, window: Window, listed_from: datetime, listed_until: datetime
     ) -> Listing: ...
     def download(self, recording: Recording, spool_dir: Path) -> StagedFile: ...
-    def is_on_host(self, url: str) -> bool: ...
-
-
-class Row(Protocol):
-    recording: Recording
-    state: str
-    attempts: int
 
 
 class Store(Protocol):
+    """Where recordings are kept (S3), as the pass uses it."""
+
     def key_for(self, recording: Recording) -> str: ...
-    def put(self, recording: Recording, staged: StagedFile) -> tuple[Any, Any]: ...
+    def put(self, recording: Recording, staged: StagedFile) -> PutResult: ...
     def abort_stale_uploads(self, ours: Callable[[str], bool]) -> int: ...
 
 
@@ -77,7 +87,7 @@ class Ledger(Protocol):
     """The part of the checkpoint the pass uses."""
 
     def watermark(self) -> Watermark: ...
-    def get(self, recording_id: str) -> Any: ...
+    def get(self, recording_id: str) -> RecordingRow | None: ...
     def set_watermark(self, position: datetime) -> None: ...
     def add_listed(self, recordings: Iterable[Recording]) -> list[Recording]: ...
     def pending(
@@ -86,18 +96,48 @@ class Ledger(Protocol):
         until: datetime | None = None,
         since: datetime | None = None,
         limit: int | None = None,
-    ) -> list[Any]: ...
+    ) -> list[RecordingRow]: ...
     def count_pending(
         self, *, until: datetime | None = None, since: datetime | None = None
     ) -> int: ...
     def mark_archived(self, recording_id: str, *, sha256: str, size: int, key: str) -> None: ...
     def record_failure(
         self, recording_id: str, reason: str, *, dead_letter: bool, max_attempts: int
-    ) -> Any: ...
+    ) -> RecordingRow: ...
     def record_malformed(self, window: Window, reason: str, raw: str) -> None: ...
     def backfill_cursor(self, start: datetime, end: datetime) -> datetime | None: ...
     def set_backfill_cursor(self, start: datetime, end: datetime, cursor: datetime) -> None: ...
     def record_pass(self, result: PassResult) -> None: ...
+
+
+class PassEvents(Protocol):
+    """What a pass reports as it goes, for metrics and a progress display."""
+
+    def archived(
+        self, recording: Recording, size: int, download_seconds: float, upload_seconds: float | None
+    ) -> None:
+        """`upload_seconds` is None when S3 already had the object."""
+
+    def failed(self, recording: Recording, reason: str) -> None:
+        """A recording was dead-lettered."""
+
+    def progress(self, progress: Progress) -> None:
+        """A backfill moved on (a recording settled, a window listed)."""
+
+
+class NullEvents:
+    """PassEvents that go nowhere."""
+
+    def archived(
+        self, recording: Recording, size: int, download_seconds: float, upload_seconds: float | None
+    ) -> None:
+        pass
+
+    def failed(self, recording: Recording, reason: str) -> None:
+        pass
+
+    def progress(self, progress: Progress) -> None:
+        pass
 
 
 def _distinct(listings: Iterable[Listing]) -> int:
@@ -138,7 +178,7 @@ class Tally:
 class Upload:
     recording: Recording
     staged: StagedFile
-    future: Future[tuple[Any, Any]]
+    future: Future[tuple[PutResult, float]]  # and the upload's seconds
     download_seconds: float  # retries included
 
 
@@ -171,10 +211,7 @@ class ArchivePass:
         *,
         clock: Callable[[], datetime] = utc_now,
         stop: threading.Event | None = None,
-        on_archived: Callable[[Recording, int], None] | None = None,
-        on_failed: Callable[[Recording, str], None] | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        on_transferred: Callable[[Recording, int, float, float | None], None] | None = None,
+        events: PassEvents | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -183,11 +220,7 @@ class ArchivePass:
         self.spool_dir = spool_dir
         self.clock = clock
         self.stop = stop or threading.Event()
-        self.on_archived = on_archived or (lambda recording, size: None)
-        self.on_failed = on_failed or (lambda recording, reason: None)
-        self.on_progress = on_progress
-        # (recording, size, download seconds, upload seconds or None when S3 already had it)
-        self.on_transferred = on_transferred or (lambda recording, size, down, up: None)
+        self.events: PassEvents = events or NullEvents()
         self.tally = Tally()
         self._span: tuple[datetime, datetime, datetime] | None = None
 
@@ -340,7 +373,7 @@ class ArchivePass:
                             error=str(exc),
                         )
 
-    def _fetch(self, row: Row) -> StagedFile | None:
+    def _fetch(self, row: RecordingRow) -> StagedFile | None:
         """Download and verify one recording, retrying a failed attempt until max_attempts."""
         recording = row.recording
         kept = self.spool_dir / f"{recording.recording_id}.mp3"
@@ -368,15 +401,15 @@ class ArchivePass:
                 if self._internal_error(recording, exc):
                     return None
 
-    def _upload(self, recording: Recording, staged: StagedFile) -> tuple[Any, Any]:
+    def _upload(self, recording: Recording, staged: StagedFile) -> tuple[PutResult, float]:
         started = time.monotonic()
-        outcome, stored = self.store.put(recording, staged)
-        return outcome, (stored, time.monotonic() - started)
+        result = self.store.put(recording, staged)
+        return result, time.monotonic() - started
 
     def _settle(self, upload: Upload) -> None:
         recording, staged = upload.recording, upload.staged
         try:
-            outcome, (stored, seconds) = upload.future.result()
+            (outcome, stored), seconds = upload.future.result()
         except RecordingFailed as exc:
             # S3 refused this one body (a checksum mismatch, a changed staging file, metadata
             # it will not take): an attempt, retried by the next pass unless permanent.
@@ -391,7 +424,7 @@ class ArchivePass:
             return
         # Any other error propagates and the staged file stays, verified, for the next pass.
         key = self.store.key_for(recording)
-        if outcome.name == "CONFLICT":
+        if outcome is PutOutcome.CONFLICT:
             self._failed(
                 recording,
                 "conflict",
@@ -407,12 +440,11 @@ class ArchivePass:
         staged.path.unlink(missing_ok=True)
         self.tally.archived += 1
         self.tally.bytes += staged.size
-        self.on_archived(recording, staged.size)
-        self.on_transferred(
+        self.events.archived(
             recording,
             staged.size,
             upload.download_seconds,
-            seconds if outcome.name == "CREATED" else None,
+            seconds if outcome is PutOutcome.CREATED else None,
         )
         self._report()
         log.info(
@@ -422,7 +454,7 @@ class ArchivePass:
             bytes=staged.size,
             sha256=staged.sha256,
             upload_seconds=round(seconds, 3),
-            already_present=outcome.name == "ALREADY_PRESENT",
+            already_present=outcome is PutOutcome.ALREADY_PRESENT,
         )
 
     def _failed(
@@ -435,7 +467,7 @@ class ArchivePass:
             dead_letter=dead_letter,
             max_attempts=self.config.max_attempts,
         )
-        dead = row.state == "failed"
+        dead = row.state is RecordingState.FAILED
         log.warning(
             "recording.failed",
             recording_id=recording.recording_id,
@@ -446,7 +478,7 @@ class ArchivePass:
         )
         if dead:
             self.tally.failed += 1
-            self.on_failed(recording, reason)
+            self.events.failed(recording, reason)
             self._report()
         return dead
 
@@ -473,10 +505,10 @@ class ArchivePass:
         return True
 
     def _report(self) -> None:
-        if self.on_progress is None or self._span is None:
+        if self._span is None:  # a daemon pass has no span to show progress through
             return
         t = self.tally
-        self.on_progress(Progress(t.archived + t.failed, t.queued, t.bytes, *self._span))
+        self.events.progress(Progress(t.archived + t.failed, t.queued, t.bytes, *self._span))
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -496,14 +528,16 @@ class ArchivePass:
             body(horizon)
         except Exception as exc:
             error = str(exc) or type(exc).__name__
-            outcome = "interrupted" if isinstance(exc, Interrupted) else "failed"
+            outcome = (
+                PassOutcome.INTERRUPTED if isinstance(exc, Interrupted) else PassOutcome.FAILED
+            )
             result = self._result(kind, started, outcome, error)
             self.ledger.record_pass(result)
             log.error(
                 f"{kind}.failed", error=error, error_type=type(exc).__name__, **vars(self.tally)
             )
             raise
-        outcome = "dead_letters" if self.tally.failed else "ok"
+        outcome = PassOutcome.DEAD_LETTERS if self.tally.failed else PassOutcome.OK
         result = self._result(kind, started, outcome, error)
         self.ledger.record_pass(result)
         log.info(
@@ -514,7 +548,7 @@ class ArchivePass:
         )
         return result
 
-    def _result(self, kind: str, started: datetime, outcome: str, error: str) -> PassResult:
+    def _result(self, kind: str, started: datetime, outcome: PassOutcome, error: str) -> PassResult:
         t = self.tally
         return PassResult(
             kind, started, self.clock(), outcome, t.archived, t.failed, t.listed, error
@@ -530,7 +564,7 @@ class ArchivePass:
                 leftover.unlink(missing_ok=True)
             for leftover in self.spool_dir.glob("*.mp3"):
                 row = self.ledger.get(leftover.stem)
-                if row is None or row.state != "pending":
+                if row is None or row.state is not RecordingState.PENDING:
                     leftover.unlink(missing_ok=True)
         except OSError as exc:
             raise StagingError(

@@ -36,18 +36,26 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from archiver.errors import CheckpointError, CheckpointLocked, MalformedEntry
-from archiver.models import PassResult, Recording, Watermark, Window, utc_now
+from archiver.models import (
+    PassOutcome,
+    PassResult,
+    Recording,
+    RecordingRow,
+    RecordingState,
+    Watermark,
+    Window,
+    utc_now,
+)
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x43524441  # "CRDA": tells our files from other SQLite databases
-STATES = ("pending", "archived", "failed")
+STATES = tuple(RecordingState)
 BUSY_TIMEOUT_SECONDS = 5.0
 PASS_HISTORY = 100  # results kept per kind; status shows the last, the rest help a post-mortem
 MAX_RAW_CHARS = 10_000  # a malformed entry is kept as evidence, not archived
@@ -111,19 +119,6 @@ CREATE INDEX passes_kind ON passes (kind, id);
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
 _NOT_OURS = "{} is an SQLite database, not a cradle-archiver checkpoint"
 _LINK = "{} is a symbolic link; refusing to follow it (the checkpoint's files must be real files)"
-
-
-@dataclass(frozen=True)
-class RecordingRow:
-    recording: Recording
-    state: str  # "pending" | "archived" | "failed"
-    attempts: int
-    reason: str | None  # the last failure's, kept after a retry or a later success
-    sha256: str | None
-    size: int | None
-    key: str | None
-    first_seen: datetime
-    updated_at: datetime
 
 
 class Checkpoint:
@@ -235,7 +230,9 @@ class Checkpoint:
 
     def count_pending(self, *, until: datetime | None = None, since: datetime | None = None) -> int:
         if since is None and until is None:
-            return self.counts()["pending"]  # O(1), where walking the index is O(pending)
+            return self.counts()[
+                RecordingState.PENDING
+            ]  # O(1), where walking the index is O(pending)
         sql = "SELECT count(*) FROM recordings WHERE state = 'pending' AND started_at >= ?"
         return int(self._query(sql + " AND started_at < ?", *_bounds(since, until))[0][0])
 
@@ -243,7 +240,7 @@ class Checkpoint:
         """Idempotent; archived again with a different sha256 is a bug and raises ValueError."""
         with self._write() as conn:
             row = _require(conn, recording_id)
-            if row["state"] == "archived":
+            if row["state"] == RecordingState.ARCHIVED:
                 if row["sha256"] != sha256:
                     raise ValueError(f"{recording_id} is archived with sha256 {row['sha256']}")
                 return
@@ -259,7 +256,7 @@ class Checkpoint:
         """Count a failed attempt; an archived recording is never turned back (ValueError)."""
         with self._write() as conn:
             row = _require(conn, recording_id)
-            if row["state"] == "archived":
+            if row["state"] == RecordingState.ARCHIVED:
                 raise ValueError(f"{recording_id} is archived; a failure cannot undo that")
             updated = conn.execute(
                 "UPDATE recordings SET attempts = attempts + 1, reason = ?, updated_at = ?,"
@@ -340,10 +337,10 @@ class Checkpoint:
         )
         if not rows:
             return None
-        kind, started, finished, *rest = rows[0]
-        return PassResult(kind, _time(started), _time(finished), *rest)
+        kind, started, finished, outcome, *rest = rows[0]
+        return PassResult(kind, _time(started), _time(finished), PassOutcome(outcome), *rest)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[RecordingState, int]:
         found = {row["state"]: row["n"] for row in self._query("SELECT * FROM state_counts")}
         return {state: int(found.get(state, 0)) for state in STATES}
 
@@ -555,7 +552,11 @@ def _row(row: sqlite3.Row) -> RecordingRow:
         raise CheckpointError(f"{row['recording_id']}: unreadable stored entry: {exc}") from exc
     names = ("state", "attempts", "reason", "sha256", "size", "key", "first_seen", "updated_at")
     fields: dict[str, Any] = {name: row[name] for name in names}
-    fields.update(first_seen=_time(row["first_seen"]), updated_at=_time(row["updated_at"]))
+    fields.update(
+        state=RecordingState(row["state"]),
+        first_seen=_time(row["first_seen"]),
+        updated_at=_time(row["updated_at"]),
+    )
     return RecordingRow(recording, **fields)
 
 

@@ -21,7 +21,7 @@ import prometheus_client as prom
 import structlog
 
 from archiver.errors import FatalError
-from archiver.models import format_time, utc_now
+from archiver.models import RecordingState, format_time, utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +52,7 @@ class GaugeState:
     """What the checkpoint says at one instant; None where it does not know yet."""
 
     watermark: datetime | None
-    counts: Mapping[str, int]  # by state: "pending", "archived", "failed"
+    counts: Mapping[RecordingState, int]
     last_success: datetime | None = None  # when the last successful pass finished
 
 
@@ -144,8 +144,8 @@ class Metrics:
             "watermark_timestamp_seconds": mark.timestamp() if mark else None,
             "watermark_lag_seconds": (self.clock() - mark).total_seconds() if mark else None,
             "last_success_timestamp_seconds": last.timestamp() if last else None,
-            "pending_recordings": state.counts.get("pending"),
-            "failed_recordings": state.counts.get("failed"),
+            "pending_recordings": state.counts.get(RecordingState.PENDING),
+            "failed_recordings": state.counts.get(RecordingState.FAILED),
         }
         # A value nobody knows yet (no watermark, unreadable checkpoint) is left out, not 0.
         for name, help_text in GAUGES.items():

@@ -6,8 +6,9 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from archiver.errors import MalformedEntry
 
@@ -61,7 +62,9 @@ class Recording:
     @classmethod
     def from_api(cls, entry: Any, *, now: datetime | None = None) -> Recording:
         """Validate one list entry completely, so nothing downstream can trip on it; raise
-        MalformedEntry naming the field that is wrong."""
+        MalformedEntry naming the field that is wrong. With `now`, a `startedAt` more than
+        FUTURE_SLACK after it is malformed too (a list answer is judged when it arrives; an entry
+        read back from the checkpoint was judged then, so it passes no `now`)."""
         if not isinstance(entry, dict):
             raise MalformedEntry(f"entry is a {type(entry).__name__}, not an object")
         url = entry.get("url")
@@ -69,7 +72,7 @@ class Recording:
             raise MalformedEntry("missing url")
         _require_text(url, "url")
         recording_id = recording_id_from_url(url)
-        started_at = _started_at(entry.get("startedAt"), now or utc_now())
+        started_at = _started_at(entry.get("startedAt"), now)
         duration = entry.get("durationSeconds")
         if duration is not None and (
             isinstance(duration, bool)
@@ -118,12 +121,13 @@ class Recording:
         return entry
 
 
-def _started_at(value: Any, now: datetime) -> datetime:
+def _started_at(value: Any, now: datetime | None) -> datetime:
     try:
         started_at = parse_time(value)
     except (ValueError, TypeError) as exc:
         raise MalformedEntry(f"invalid startedAt: {_shown(value)}") from exc
-    if not EARLIEST_START <= started_at <= now + FUTURE_SLACK:
+    latest = datetime.max.replace(tzinfo=UTC) if now is None else now + FUTURE_SLACK
+    if not EARLIEST_START <= started_at <= latest:
         raise MalformedEntry(
             f"startedAt {_shown(value)} is before {EARLIEST_START:%Y-%m-%d} or more than"
             f" {FUTURE_SLACK.days} day after now"
@@ -228,6 +232,63 @@ class StagedFile:
     sha256: str  # hex
 
 
+class RecordingState(StrEnum):
+    """Where a recording stands in the checkpoint."""
+
+    PENDING = "pending"
+    ARCHIVED = "archived"
+    FAILED = "failed"  # dead-lettered: `retry` puts it back to pending
+
+
+class PassOutcome(StrEnum):
+    OK = "ok"
+    DEAD_LETTERS = "dead_letters"  # finished, but some recordings are dead-lettered
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self in (PassOutcome.OK, PassOutcome.DEAD_LETTERS)
+
+
+class PutOutcome(StrEnum):
+    CREATED = "created"
+    ALREADY_PRESENT = "already_present"  # the same body is there: a crash after an upload
+    CONFLICT = "conflict"  # a different body (or one of unknown origin) is there, left untouched
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object at a key, as far as a HEAD (or our own write) tells."""
+
+    key: str
+    size: int
+    sha256: str | None
+    recording_id: str | None
+
+
+class PutResult(NamedTuple):
+    """What a store did with a recording; unpacks as `outcome, stored`."""
+
+    outcome: PutOutcome
+    stored: StoredObject
+
+
+@dataclass(frozen=True)
+class RecordingRow:
+    """A recording as the checkpoint keeps it."""
+
+    recording: Recording
+    state: RecordingState
+    attempts: int
+    reason: str | None  # the last failure's, kept after a retry or a later success
+    sha256: str | None
+    size: int | None
+    key: str | None
+    first_seen: datetime
+    updated_at: datetime
+
+
 @dataclass(frozen=True)
 class PassResult:
     """What one archive pass (or backfill run) did, kept in the checkpoint for `status`."""
@@ -235,7 +296,7 @@ class PassResult:
     kind: str  # "pass" or "backfill"
     started_at: datetime
     finished_at: datetime
-    outcome: str  # "ok", "dead_letters" or "failed"
+    outcome: PassOutcome
     archived: int = 0
     failed: int = 0
     listed: int = 0

@@ -15,14 +15,12 @@ aborted on any failure so no orphaned parts remain.
 from __future__ import annotations
 
 import base64
-import enum
 import hashlib
 import math
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import boto3
@@ -41,7 +39,7 @@ from botocore.exceptions import (
 from archiver import layout
 from archiver.config import S3Config
 from archiver.errors import ArchiverError, RecordingFailed, SinkUnavailable
-from archiver.models import Recording, StagedFile
+from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
 
 log = structlog.get_logger(__name__)
 
@@ -71,22 +69,6 @@ _OBJECT_REFUSED_CODES = frozenset(
 _BUSY_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
 )
-
-
-class PutOutcome(enum.Enum):
-    CREATED = "created"
-    ALREADY_PRESENT = "already_present"  # the same body is there: a crash after an upload
-    CONFLICT = "conflict"  # a different body (or one of unknown origin) is there, left untouched
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """An object at a key, as far as a HEAD (or our own write) tells."""
-
-    key: str
-    size: int
-    sha256: str | None
-    recording_id: str | None
 
 
 class _KeyTaken(SinkUnavailable):
@@ -173,12 +155,12 @@ class S3Sink:
             recording_id=metadata.get("recording-id"),
         )
 
-    def put(self, recording: Recording, staged: StagedFile) -> tuple[PutOutcome, StoredObject]:
+    def put(self, recording: Recording, staged: StagedFile) -> PutResult:
         """Archive `staged` as `recording`'s object unless an object is already at its key."""
         key = self.key_for(recording)
         existing = self.head(key)
         if existing is not None:
-            return _judge(existing, staged), existing
+            return PutResult(_judge(existing, staged), existing)
         multipart = staged.size >= self._multipart_threshold
         started = time.monotonic()
         try:
@@ -194,7 +176,7 @@ class S3Sink:
                     f"S3 refused to create {key} in bucket {self.bucket} as already present, "
                     "yet a HEAD finds nothing there; the next pass tries again"
                 ) from None
-            return _judge(existing, staged), existing
+            return PutResult(_judge(existing, staged), existing)
         log.info(
             "s3.put",
             key=key,
@@ -203,7 +185,7 @@ class S3Sink:
             seconds=round(time.monotonic() - started, 3),
         )
         stored = StoredObject(key, staged.size, staged.sha256.lower(), recording.recording_id)
-        return PutOutcome.CREATED, stored
+        return PutResult(PutOutcome.CREATED, stored)
 
     def check_write(self) -> None:
         """Prove the bucket exists and accepts our writes, or say exactly what is wrong.

@@ -6,14 +6,14 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Protocol
 
-from archiver.models import PassResult, Watermark, format_time
+from archiver.models import PassResult, RecordingRow, RecordingState, Watermark, format_time
 
 
 class StatusSource(Protocol):
     def watermark(self) -> Watermark: ...
-    def counts(self) -> dict[str, int]: ...
+    def counts(self) -> dict[RecordingState, int]: ...
     def last_pass(self, kind: str = "pass") -> PassResult | None: ...
-    def recent_failures(self, limit: int = 10) -> list[Any]: ...
+    def recent_failures(self, limit: int = 10) -> list[RecordingRow]: ...
     def malformed_count(self) -> int: ...
 
 
@@ -24,9 +24,9 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
     return {
         "watermark": format_time(watermark.position) if watermark.position else None,
         "lag_seconds": round(lag, 3) if lag is not None else None,
-        "archived": counts["archived"],
-        "pending": counts["pending"],
-        "failed": counts["failed"],
+        "archived": counts[RecordingState.ARCHIVED],
+        "pending": counts[RecordingState.PENDING],
+        "failed": counts[RecordingState.FAILED],
         "malformed_entries": checkpoint.malformed_count(),
         "last_pass": _result(checkpoint.last_pass("pass")),
         "last_backfill": _result(checkpoint.last_pass("backfill")),

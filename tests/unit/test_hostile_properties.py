@@ -28,7 +28,7 @@ from archiver.checkpoint import Checkpoint
 from archiver.config import ArchiveConfig
 from archiver.errors import MalformedEntry
 from archiver.models import Recording
-from tests.unit.test_archive import FakeStore
+from tests.fakes import FakeStore
 from tests.unit.test_hostile_client import MP3, Server, client_for, reply
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)

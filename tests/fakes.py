@@ -1,0 +1,56 @@
+"""In-memory stand-ins for the pass's ports, held to the same contract as the real ones.
+
+`FakeStore` keys objects exactly as `archiver.layout` does (prefix, UTC date, id) and answers
+like `S3Sink.put`; tests/integration/test_store_contract.py runs the same cases against it, the
+sink on moto and the sink on SeaweedFS, so it cannot drift from the real layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from archiver.errors import SinkUnavailable
+from archiver.layout import object_key
+from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
+
+
+@dataclass
+class FakeStore:
+    """A bucket in a dict: key -> (body, sha256). `fail_next` S3 outages, then `refuse`d keys."""
+
+    prefix: str = "cradle/"
+    objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    puts: int = 0
+    fail_next: int = 0
+    refuse: dict[str, Exception] = field(default_factory=dict)
+
+    def abort_stale_uploads(self, ours: Callable[[str], bool]) -> int:
+        return 0
+
+    def key_for(self, recording: Recording) -> str:
+        return object_key(self.prefix, recording)
+
+    def head(self, key: str) -> StoredObject | None:
+        if key not in self.objects:
+            return None
+        data, sha = self.objects[key]
+        return StoredObject(key, len(data), sha, key.rsplit("/", 1)[-1].removesuffix(".mp3"))
+
+    def put(self, recording: Recording, staged: StagedFile) -> PutResult:
+        self.puts += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            raise SinkUnavailable("S3 unreachable")
+        if recording.recording_id in self.refuse:
+            raise self.refuse.pop(recording.recording_id)
+        key = self.key_for(recording)
+        existing = self.head(key)
+        if existing is not None:
+            same = existing.sha256 == staged.sha256
+            return PutResult(PutOutcome.ALREADY_PRESENT if same else PutOutcome.CONFLICT, existing)
+        data = staged.path.read_bytes()
+        self.objects[key] = (data, staged.sha256)
+        return PutResult(
+            PutOutcome.CREATED, StoredObject(key, len(data), staged.sha256, recording.recording_id)
+        )
