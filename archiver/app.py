@@ -30,6 +30,7 @@ from archiver.models import (
 )
 from archiver.notify import Notifier
 from archiver.sink import S3Sink
+from archiver.spool import Spool
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +96,7 @@ class Archiver:
             self.client,
             self.checkpoint,
             self.sink,
-            self.config.state.spool_dir,
+            Spool(self.config.state.spool_dir),
             clock=self.clock,
             stop=self.stop,
             events=ObservedPass(self.metrics, on_progress),

@@ -8,14 +8,12 @@ checkpoint transaction of its own after theirs.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -26,7 +24,6 @@ from archiver.errors import (
     FatalError,
     Interrupted,
     RecordingFailed,
-    StagingError,
 )
 from archiver.models import (
     PassOutcome,
@@ -42,6 +39,7 @@ from archiver.models import (
     utc_now,
     walk,
 )
+from archiver.spool import Spool
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +70,7 @@ class Source(Protocol):
     def list_recordings(
         self, window: Window, listed_from: datetime, listed_until: datetime
     ) -> Listing: ...
-    def download(self, recording: Recording, spool_dir: Path) -> StagedFile: ...
+    def download(self, recording: Recording, spool: Spool) -> StagedFile: ...
 
 
 class Store(Protocol):
@@ -150,18 +148,6 @@ def _distinct(listings: Iterable[Listing]) -> int:
     return len(ids) + len(raws)
 
 
-def restage(path: Path) -> StagedFile:
-    """A body an earlier process downloaded and verified (only verified bodies are renamed to
-    `.mp3`), measured and hashed again for its upload."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while block := handle.read(2**20):
-            digest.update(block)
-            size += len(block)
-    return StagedFile(path, size, digest.hexdigest())
-
-
 @dataclass
 class Tally:
     """What this pass did, for its result and for progress display."""
@@ -207,7 +193,7 @@ class ArchivePass:
         source: Source,
         ledger: Ledger,
         store: Store,
-        spool_dir: Path,
+        spool: Spool,
         *,
         clock: Callable[[], datetime] = utc_now,
         stop: threading.Event | None = None,
@@ -217,7 +203,7 @@ class ArchivePass:
         self.source = source
         self.ledger = ledger
         self.store = store
-        self.spool_dir = spool_dir
+        self.spool = spool
         self.clock = clock
         self.stop = stop or threading.Event()
         self.events: PassEvents = events or NullEvents()
@@ -376,15 +362,14 @@ class ArchivePass:
     def _fetch(self, row: RecordingRow) -> StagedFile | None:
         """Download and verify one recording, retrying a failed attempt until max_attempts."""
         recording = row.recording
-        kept = self.spool_dir / f"{recording.recording_id}.mp3"
-        if kept.exists():
+        staged = self.spool.kept(recording.recording_id)
+        if staged is not None:
             # Verified by an earlier process that stopped before recording it; no re-download.
-            staged = restage(kept)
             log.info("recording.restaged", recording_id=recording.recording_id, bytes=staged.size)
             return staged
         while True:
             try:
-                return self.source.download(recording, self.spool_dir)
+                return self.source.download(recording, self.spool)
             except RecordingFailed as exc:
                 if self._failed(recording, exc.reason, str(exc), dead_letter=exc.permanent):
                     return None
@@ -413,13 +398,13 @@ class ArchivePass:
         except RecordingFailed as exc:
             # S3 refused this one body (a checksum mismatch, a changed staging file, metadata
             # it will not take): an attempt, retried by the next pass unless permanent.
-            staged.path.unlink(missing_ok=True)
+            self.spool.discard(staged)
             self._failed(recording, exc.reason, str(exc), dead_letter=exc.permanent)
             return
         except FatalError:
             raise
         except Exception as exc:
-            staged.path.unlink(missing_ok=True)
+            self.spool.discard(staged)
             self._internal_error(recording, exc)
             return
         # Any other error propagates and the staged file stays, verified, for the next pass.
@@ -431,13 +416,13 @@ class ArchivePass:
                 f"another object is at {key} (sha256 {stored.sha256}, ours {staged.sha256})",
                 dead_letter=True,
             )
-            staged.path.unlink(missing_ok=True)
+            self.spool.discard(staged)
             return
         self.ledger.mark_archived(
             recording.recording_id, sha256=staged.sha256, size=staged.size, key=key
         )
         # Only now: a kill before this line leaves the body staged for the next process.
-        staged.path.unlink(missing_ok=True)
+        self.spool.discard(staged)
         self.tally.archived += 1
         self.tally.bytes += staged.size
         self.events.archived(
@@ -519,7 +504,7 @@ class ArchivePass:
     def _guarded(self, kind: str, body: Callable[[datetime], None]) -> PassResult:
         started = self.clock()
         horizon = self.horizon()
-        self._clean_spool()
+        self.spool.prepare(keep=self._still_pending)
         error = ""
         try:
             self.store.abort_stale_uploads(
@@ -554,19 +539,6 @@ class ArchivePass:
             kind, started, self.clock(), outcome, t.archived, t.failed, t.listed, error
         )
 
-    def _clean_spool(self) -> None:
-        """Remove what an earlier process left that is of no use: incomplete downloads (`.part`)
-        and verified bodies (`.mp3`) of recordings no longer pending. Verified bodies of pending
-        recordings stay: the next attempt uploads them without downloading again."""
-        try:
-            self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for leftover in self.spool_dir.glob("*.part"):
-                leftover.unlink(missing_ok=True)
-            for leftover in self.spool_dir.glob("*.mp3"):
-                row = self.ledger.get(leftover.stem)
-                if row is None or row.state is not RecordingState.PENDING:
-                    leftover.unlink(missing_ok=True)
-        except OSError as exc:
-            raise StagingError(
-                f"cannot use the spool directory {self.spool_dir}: {exc.strerror}"
-            ) from exc
+    def _still_pending(self, recording_id: str) -> bool:
+        row = self.ledger.get(recording_id)
+        return row is not None and row.state is RecordingState.PENDING

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import hashlib
 import json
-import os
 import socket
 import threading
 import time
@@ -20,7 +18,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -42,10 +39,10 @@ from archiver.errors import (
     RateLimited,
     RecordingFailed,
     RetriableError,
-    StagingError,
 )
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, StagedFile, Window, format_time
+from archiver.spool import Spool
 from archiver.urls import UrlRefused, checked_url, origin_of, refuse_characters
 
 log = structlog.get_logger(__name__)
@@ -318,15 +315,16 @@ class CradleClient:
 
     # -- download --------------------------------------------------------------------------
 
-    def download(self, recording: Recording, spool_dir: Path) -> StagedFile:
-        """Stream one recording to the spool directory, hashing it, and verify it (SPEC 3)."""
+    def download(self, recording: Recording, spool: Spool) -> StagedFile:
+        """Stream one recording into the spool, and verify it (SPEC 3)."""
         try:
             url = checked_url(recording.url, self._origin)
         except UrlRefused as exc:
             raise RecordingFailed(str(exc), exc.reason, permanent=True) from exc
-        final = spool_dir / f"{recording.recording_id}.mp3"
         started = time.monotonic()
-        staged = self._with_retries(lambda: self._download_once(url, final), "download")
+        staged = self._with_retries(
+            lambda: self._download_once(url, recording.recording_id, spool), "download"
+        )
         seconds = time.monotonic() - started
         log.info(
             "recording.downloaded",
@@ -336,49 +334,35 @@ class CradleClient:
         )
         return staged
 
-    def _download_once(self, url: str, final: Path) -> StagedFile:
-        partial = final.with_suffix(".part")
-        try:
-            with self._request(url, endpoint="download") as (response, transfer):
-                expected = _content_length(response)
-                if expected is not None and expected > MAX_RECORDING_BYTES:
+    def _download_once(self, url: str, recording_id: str, spool: Spool) -> StagedFile:
+        with (
+            self._request(url, endpoint="download") as (response, transfer),
+            spool.receive(recording_id) as receiver,
+        ):
+            expected = _content_length(response)
+            if expected is not None and expected > MAX_RECORDING_BYTES:
+                raise RecordingFailed(
+                    f"recording declares {expected} bytes, over {MAX_RECORDING_BYTES}",
+                    "too_large",
+                    permanent=True,
+                )
+            for chunk in self._chunks(response, transfer, retriable=False):
+                receiver.write(chunk)
+                if receiver.size > MAX_RECORDING_BYTES:
                     raise RecordingFailed(
-                        f"recording declares {expected} bytes, over {MAX_RECORDING_BYTES}",
+                        f"recording body is over {MAX_RECORDING_BYTES} bytes",
                         "too_large",
                         permanent=True,
                     )
-                digest = hashlib.sha256()
-                size = 0
-                head = b""
-                with _open_staging(partial) as out:
-                    for chunk in self._chunks(response, transfer, retriable=False):
-                        if len(head) < 4:
-                            head += chunk[:4]
-                        size += len(chunk)
-                        if size > MAX_RECORDING_BYTES:
-                            raise RecordingFailed(
-                                f"recording body is over {MAX_RECORDING_BYTES} bytes",
-                                "too_large",
-                                permanent=True,
-                            )
-                        digest.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                # Content-Length counts the bytes on the wire: encoded ones, when a server
-                # compresses although we asked for identity. The decoded bytes are the MP3.
-                wire = response.raw.tell()
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        problem = _verify_body(size, wire, expected, head)
-        if problem is not None:
-            partial.unlink(missing_ok=True)
+            # Content-Length counts the bytes on the wire: encoded ones, when a server
+            # compresses although we asked for identity. The decoded bytes are the MP3.
+            wire = response.raw.tell()
+            problem = _verify_body(receiver.size, wire, expected, receiver.head)
             if problem == "truncated":
                 raise RetriableError(f"body has {wire} of {expected} bytes", reason="truncated")
-            raise RecordingFailed(f"recording body rejected: {problem}", problem)
-        partial.replace(final)
-        return StagedFile(path=final, size=size, sha256=digest.hexdigest())
+            if problem is not None:
+                raise RecordingFailed(f"recording body rejected: {problem}", problem)
+            return receiver.commit()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -634,21 +618,3 @@ def _verify_body(size: int, wire: int, expected: int | None, head: bytes) -> str
     if not looks_like_mp3(head):
         return "not_mp3"
     return None
-
-
-@contextmanager
-def _open_staging(path: Path) -> Iterator[Any]:
-    try:
-        handle = open(path, "wb")  # noqa: SIM115  closed below; the error must name the spool
-    except OSError as exc:
-        raise StagingError(
-            f"cannot write to the spool directory {path.parent}: {exc.strerror}"
-        ) from exc
-    try:
-        yield handle
-    except OSError as exc:
-        raise StagingError(
-            f"cannot write to the spool directory {path.parent}: {exc.strerror}"
-        ) from exc
-    finally:
-        handle.close()

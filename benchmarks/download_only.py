@@ -15,6 +15,7 @@ from archiver import logs
 from archiver.config import load_config
 from archiver.cradle import CradleClient
 from archiver.models import parse_time, walk
+from archiver.spool import Spool
 
 OVERLAP = timedelta(seconds=1)  # as the archive pass lists
 
@@ -37,7 +38,7 @@ def main() -> None:
                 if recording.recording_id in seen:
                     continue
                 seen.add(recording.recording_id)
-                staged = client.download(recording, Path(spool))
+                staged = client.download(recording, Spool(Path(spool)))
                 total += staged.size
                 staged.path.unlink()
     client.close()

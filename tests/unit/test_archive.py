@@ -17,6 +17,7 @@ from archiver.config import ArchiveConfig
 from archiver.cradle import Listing
 from archiver.errors import ApiUnavailable, AuthError, RecordingFailed, SinkUnavailable
 from archiver.models import Recording, StagedFile, Window
+from archiver.spool import Spool
 from tests.fakes import FakeStore
 
 NOW = datetime(2024, 5, 2, 0, 0, tzinfo=UTC)
@@ -62,17 +63,16 @@ class FakeSource:
         )
         return Listing(window, found[: self.cap] if self.cap else found)
 
-    def download(self, recording: Recording, spool_dir: Path) -> StagedFile:
+    def download(self, recording: Recording, spool: Spool) -> StagedFile:
         self.downloads.append(recording.recording_id)
         if not self.is_on_host(recording.url):
             raise RecordingFailed("off host", "off_host_url", permanent=True)
         queue = self.failures.get(recording.recording_id)
         if queue:
             raise queue.pop(0)
-        data = body_of(recording)
-        path = spool_dir / f"{recording.recording_id}.mp3"
-        path.write_bytes(data)
-        return StagedFile(path, len(data), hashlib.sha256(data).hexdigest())
+        with spool.receive(recording.recording_id) as receiver:
+            receiver.write(body_of(recording))
+            return receiver.commit()
 
     def is_on_host(self, url: str) -> bool:
         return url.startswith(BASE)
@@ -101,7 +101,7 @@ class Harness:
             self.source,
             self.checkpoint,
             self.store,
-            self.tmp_path / "spool",
+            Spool(self.tmp_path / "spool"),
             clock=lambda: self.now,
             stop=stop,
         )
@@ -421,10 +421,10 @@ class BuggySource(FakeSource):
 
     buggy: set[str] = field(default_factory=set)
 
-    def download(self, recording: Recording, spool_dir: Path) -> StagedFile:
+    def download(self, recording: Recording, spool: Spool) -> StagedFile:
         if recording.recording_id in self.buggy:
             raise ZeroDivisionError("division by zero")
-        return super().download(recording, spool_dir)
+        return super().download(recording, spool)
 
 
 def test_an_unexpected_error_fails_that_recording_only(h: Harness) -> None:

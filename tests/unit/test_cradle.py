@@ -19,6 +19,7 @@ from archiver.cradle import CradleClient, RetryPolicy, looks_like_mp3, parse_ret
 from archiver.errors import ApiUnavailable, AuthError, RecordingFailed
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, Window
+from archiver.spool import Spool
 
 MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40
 RID = "935f1dc8-b56a-535c-b678-95edf74c593c"
@@ -117,7 +118,7 @@ def test_every_request_carries_both_auth_headers(
     script.add(body=MP3)
     client = client_for(url, sleeps)
     client.list_recordings(WINDOW, WINDOW.start, WINDOW.end)
-    client.download(recording(url), tmp_path)
+    client.download(recording(url), Spool(tmp_path))
     for request in script.requests:
         assert request["headers"]["CRADLE_ID"] == "acme"
         assert request["headers"]["CRADLE_API_KEY"] == "secret-key-42"
@@ -129,7 +130,7 @@ def test_download_streams_hashes_and_stages(
 ) -> None:
     url, script = server
     script.add(body=MP3, headers={"Content-Type": "audio/mpeg"})
-    staged = client_for(url, sleeps).download(recording(url), tmp_path)
+    staged = client_for(url, sleeps).download(recording(url), Spool(tmp_path))
     assert staged.sha256 == hashlib.sha256(MP3).hexdigest()
     assert staged.size == len(MP3)
     assert staged.path.read_bytes() == MP3
@@ -142,7 +143,7 @@ def test_a_truncated_body_is_retried_and_never_staged(
     url, script = server
     script.add(body=MP3[:100], length=len(MP3))
     script.add(body=MP3)
-    staged = client_for(url, sleeps).download(recording(url), tmp_path)
+    staged = client_for(url, sleeps).download(recording(url), Spool(tmp_path))
     assert staged.size == len(MP3)
     assert len(sleeps) == 1
 
@@ -155,7 +156,7 @@ def test_an_html_page_is_rejected_as_not_mp3(
         body=b"<html><body>Internal error</body></html>", headers={"Content-Type": "text/html"}
     )
     with pytest.raises(RecordingFailed) as caught:
-        client_for(url, sleeps).download(recording(url), tmp_path)
+        client_for(url, sleeps).download(recording(url), Spool(tmp_path))
     assert caught.value.reason == "not_mp3" and not caught.value.permanent
     assert list(tmp_path.iterdir()) == []
 
@@ -166,7 +167,7 @@ def test_an_empty_body_is_rejected(
     url, script = server
     script.add(body=b"")
     with pytest.raises(RecordingFailed) as caught:
-        client_for(url, sleeps).download(recording(url), tmp_path)
+        client_for(url, sleeps).download(recording(url), Spool(tmp_path))
     assert caught.value.reason == "empty"
 
 
@@ -176,7 +177,7 @@ def test_a_404_is_a_failed_attempt(
     url, script = server
     script.add(404, body=b'{"error": "not found"}')
     with pytest.raises(RecordingFailed) as caught:
-        client_for(url, sleeps).download(recording(url), tmp_path)
+        client_for(url, sleeps).download(recording(url), Spool(tmp_path))
     assert caught.value.reason == "http_404"
 
 
@@ -277,7 +278,7 @@ def test_an_off_host_url_is_never_fetched(
     url, script = server
     elsewhere = recording("http://127.0.0.1:9")
     with pytest.raises(RecordingFailed) as caught:
-        client_for(url, sleeps).download(elsewhere, tmp_path)
+        client_for(url, sleeps).download(elsewhere, Spool(tmp_path))
     assert caught.value.reason == "off_host_url" and caught.value.permanent
     assert script.requests == []
 
@@ -296,7 +297,7 @@ def test_a_redirect_to_another_host_is_not_followed(
     url, script = server
     script.add(302, headers={"Location": "http://127.0.0.1:9/steal"})
     with pytest.raises(RecordingFailed) as caught:
-        client_for(url, sleeps).download(recording(url), tmp_path)
+        client_for(url, sleeps).download(recording(url), Spool(tmp_path))
     assert caught.value.reason == "off_host_url"
     assert len(script.requests) == 1
 
@@ -307,7 +308,7 @@ def test_a_redirect_on_the_same_host_is_followed_with_credentials(
     url, script = server
     script.add(302, headers={"Location": "/files/x.mp3"})
     script.add(body=MP3)
-    client_for(url, sleeps).download(recording(url), tmp_path)
+    client_for(url, sleeps).download(recording(url), Spool(tmp_path))
     assert script.requests[1]["path"] == "/files/x.mp3"
     assert script.requests[1]["headers"]["CRADLE_API_KEY"] == "secret-key-42"
 

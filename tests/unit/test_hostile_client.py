@@ -24,6 +24,7 @@ from archiver.cradle import CradleClient, RetryPolicy
 from archiver.errors import ApiUnavailable, RecordingFailed
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, Window
+from archiver.spool import Spool
 
 MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40
 RID = "935f1dc8-b56a-535c-b678-95edf74c593c"
@@ -151,7 +152,7 @@ def test_the_backslash_trick_sends_nothing_anywhere(
         )
     )
     with pytest.raises(RecordingFailed) as caught:
-        client_for(api.url).download(tricked, tmp_path)
+        client_for(api.url).download(tricked, Spool(tmp_path))
     assert caught.value.reason == "bad_url" and caught.value.permanent
     assert api.requests == []
 
@@ -175,7 +176,7 @@ def test_a_hostile_redirect_on_a_download_is_not_followed(
     )
     api.routes["/api/"] = lambda h: reply(h, 302, b"", {"Location": target})
     with pytest.raises(RecordingFailed) as caught:
-        client_for(api.url).download(recording(api.url), tmp_path)
+        client_for(api.url).download(recording(api.url), Spool(tmp_path))
     assert caught.value.reason in ("bad_url", "off_host_url") and caught.value.permanent
     assert len(api.requests) == 1
 
@@ -290,7 +291,7 @@ def test_an_unparseable_url_still_names_its_recording_for_the_dead_letter(
     client = client_for(api.url)
     (found,) = list_once(client).recordings
     with pytest.raises(RecordingFailed) as caught:
-        client.download(found, tmp_path)
+        client.download(found, Spool(tmp_path))
     assert caught.value.reason == "bad_url" and caught.value.permanent
     assert len(api.requests) == 1
 
@@ -319,7 +320,7 @@ def test_downloads_ask_for_identity_and_a_compressed_one_is_archived_decoded(
 ) -> None:
     packed = gzip.compress(MP3)
     api.routes["/api/"] = lambda h: reply(h, 200, packed, {"Content-Encoding": "gzip"})
-    staged = client_for(api.url).download(recording(api.url), tmp_path)
+    staged = client_for(api.url).download(recording(api.url), Spool(tmp_path))
     assert staged.path.read_bytes() == MP3 and staged.size == len(MP3)
     assert api.requests[0]["headers"]["Accept-Encoding"] == "identity"
 
@@ -329,7 +330,7 @@ def test_a_declared_size_over_the_cap_is_refused_before_reading(
 ) -> None:
     api.routes["/api/"] = lambda h: reply(h, 200, MP3, length=200 * 2**20)
     with pytest.raises(RecordingFailed) as caught:
-        client_for(api.url).download(recording(api.url), tmp_path)
+        client_for(api.url).download(recording(api.url), Spool(tmp_path))
     assert caught.value.reason == "too_large"
     assert list(tmp_path.iterdir()) == []
 
@@ -352,7 +353,7 @@ def test_an_endless_body_stops_at_the_cap_and_leaves_no_file(
     monkeypatch.setattr(cradle, "MAX_RECORDING_BYTES", 4 * 2**20)
     api.routes["/api/"] = endless
     with pytest.raises(RecordingFailed) as caught:
-        client_for(api.url).download(recording(api.url), tmp_path)
+        client_for(api.url).download(recording(api.url), Spool(tmp_path))
     assert caught.value.reason == "too_large"
     assert list(tmp_path.iterdir()) == []
 
@@ -382,7 +383,7 @@ def test_a_trickling_download_fails_the_attempt_in_bounded_time(
     api.routes["/api/"] = trickle(MP3, 0.2, headers_too=headers_too)
     started = time.monotonic()
     with pytest.raises(RecordingFailed) as caught:
-        client_for(api.url, timeout=1).download(recording(api.url), tmp_path)
+        client_for(api.url, timeout=1).download(recording(api.url), Spool(tmp_path))
     assert caught.value.reason == "too_slow" and not caught.value.permanent
     # a second of grace, then at most one more read (0.2 s) before the check
     assert time.monotonic() - started < 5
@@ -402,7 +403,7 @@ def test_a_trickling_list_is_retried_then_fails_in_bounded_time(api: Server) -> 
 def test_a_fast_large_body_is_not_too_slow(api: Server, tmp_path: Path) -> None:
     body = MP3 * 300  # 3 MB at loopback speed
     api.routes["/api/"] = lambda h: reply(h, 200, body)
-    staged = client_for(api.url, timeout=1).download(recording(api.url), tmp_path)
+    staged = client_for(api.url, timeout=1).download(recording(api.url), Spool(tmp_path))
     assert staged.size == len(body)
 
 

@@ -28,6 +28,7 @@ from archiver.checkpoint import Checkpoint
 from archiver.config import ArchiveConfig
 from archiver.errors import MalformedEntry
 from archiver.models import Recording
+from archiver.spool import Spool
 from tests.fakes import FakeStore
 from tests.unit.test_hostile_client import MP3, Server, client_for, reply
 
@@ -195,7 +196,7 @@ def test_no_hostile_answer_stops_the_pass_or_leaves_an_entry_behind(
             max_attempts=1,
         )
         archive_pass = ArchivePass(
-            config, client, checkpoint, FakeStore(), Path(tmp) / "spool", clock=lambda: NOW
+            config, client, checkpoint, FakeStore(), Spool(Path(tmp) / "spool"), clock=lambda: NOW
         )
         archive_pass.run()  # must not raise
 
