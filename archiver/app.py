@@ -19,7 +19,7 @@ from archiver.config import Config
 from archiver.cradle import CradleClient
 from archiver.daemon import Daemon
 from archiver.errors import Interrupted
-from archiver.metrics import GaugeState, Metrics, ProbeServer
+from archiver.metrics import GaugeState, Metrics
 from archiver.models import (
     PassResult,
     Recording,
@@ -29,6 +29,7 @@ from archiver.models import (
     utc_now,
 )
 from archiver.notify import Notifier
+from archiver.probe import ProbeServer
 from archiver.sink import S3Sink
 from archiver.spool import Spool
 

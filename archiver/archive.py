@@ -51,6 +51,10 @@ OVERLAP = timedelta(seconds=1)
 MIN_WINDOW = timedelta(seconds=1)
 MAX_SPLIT_DEPTH = 16
 OPEN_END = datetime(9999, 12, 31, tzinfo=UTC)
+# With no checkpoint and no `archive.start`, the walk starts this far behind the horizon.
+DEFAULT_START_BEHIND = timedelta(days=1)
+LOGGED_ENTRY_CHARS = 300  # of a malformed entry in its log line (the checkpoint keeps more)
+LOGGED_ERROR_CHARS = 500  # of an unexpected error's message in the recording's failure
 
 
 class Listing(Protocol):
@@ -228,7 +232,7 @@ class ArchivePass:
 
     def _run(self, horizon: datetime) -> None:
         watermark = self.ledger.watermark()
-        start = watermark.position or self.config.start or (horizon - timedelta(days=1))
+        start = watermark.position or self.config.start or (horizon - DEFAULT_START_BEHIND)
         if watermark.is_zero:
             # Persist the starting point now: recomputing it next pass would skip what lies between.
             self.ledger.set_watermark(start)
@@ -312,7 +316,9 @@ class ArchivePass:
 
     def _record(self, window: Window, listing: Listing) -> None:
         for reason, raw in listing.malformed:
-            log.error("entry.malformed", window=str(window), reason=reason, entry=raw[:300])
+            log.error(
+                "entry.malformed", window=str(window), reason=reason, entry=raw[:LOGGED_ENTRY_CHARS]
+            )
             self.ledger.record_malformed(window, reason, raw)
         new = self.ledger.add_listed(listing.recordings)
         self.tally.listed += len(listing.recordings)
@@ -475,7 +481,9 @@ class ArchivePass:
             exc_info=exc,
         )
         message = f"internal error: {type(exc).__name__}: {exc}"
-        return self._failed(recording, "internal_error", message[:500], dead_letter=False)
+        return self._failed(
+            recording, "internal_error", message[:LOGGED_ERROR_CHARS], dead_letter=False
+        )
 
     def _advance(self, window: Window) -> bool:
         """Move the watermark past `window` if nothing before its end is still pending."""

@@ -61,7 +61,7 @@ class CradleConfig:
     id: str = ""
     api_key: str = field(default="", repr=False)
     api_key_file: str = ""
-    requests_per_second: float = 10.0
+    requests_per_second: float = MAX_REQUESTS_PER_SECOND
     timeout: timedelta = timedelta(seconds=60)
     api_key_source: KeySource = KeySource.NONE
     # Bytes a second a response must average after `timeout` of grace: a trickle fails instead
@@ -214,7 +214,7 @@ def _rate(value: Any) -> float:
 
 _SIZE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB)?$")
 _SIZE_UNITS = {None: 1, "B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
-MIN_PART_SIZE = 5 * 2**20  # S3 refuses smaller multipart parts
+MIN_PART_SIZE = 5 * 2**20  # S3 refuses smaller multipart parts, except the last one
 
 
 def parse_size(value: Any) -> int:

@@ -51,6 +51,12 @@ LIST_PATH = "/api/v1/public/recordings"
 CHUNK_SIZE = 256 * 1024
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 900.0
+# A connection that takes longer than this is not going to work: fail it and retry, whatever
+# `cradle.timeout` allows for the (slower) first byte of a response.
+CONNECT_TIMEOUT_CAP = 10.0
+# How much of a hostile value goes into a log line or an error: enough to recognise it.
+SHOWN_BODY_CHARS = 80
+EVIDENCE_CHARS = 2000  # a malformed entry as kept in the checkpoint
 USER_AGENT = "cradle-archiver/0.1 (+https://github.com/cradle-archiver)"
 # The API serves recordings of up to 100 MB; past this margin a body is refused, not spooled,
 # so an endless body cannot fill the disk.
@@ -65,12 +71,13 @@ MAX_INT_DIGITS = 30
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient failures are retried; `sleep` is injected so tests never wait."""
+    """How transient failures are retried. `sleep` is injected so tests never wait; by default
+    the client waits on its stop event, so a shutdown cuts a retry wait short."""
 
     attempts: int = 8
     initial: float = 0.5
     maximum: float = 30.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,7 +255,10 @@ class CradleClient:
         self._wall_clock = wall_clock
         self._on_response = on_response or (lambda endpoint, code: None)
         self._origin = origin_of(config.base_url)
-        self._timeout = (min(10.0, config.timeout.total_seconds()), config.timeout.total_seconds())
+        self._timeout = (
+            min(CONNECT_TIMEOUT_CAP, config.timeout.total_seconds()),
+            config.timeout.total_seconds(),
+        )
         # One request in flight, from its start until its body is read or closed.
         self._in_flight = threading.Lock()
 
@@ -524,7 +534,7 @@ class CradleClient:
             retry=tenacity.retry_if_exception_type(RetriableError),
             stop=tenacity.stop_after_attempt(policy.attempts),
             wait=wait,
-            sleep=self._interruptible_sleep(policy.sleep),
+            sleep=policy.sleep or self._sleep_unless_stopped,
             reraise=True,
         )
         try:
@@ -534,15 +544,9 @@ class CradleClient:
                 f"{endpoint} failed {policy.attempts} times, last: {exc}", reason=exc.reason
             ) from exc
 
-    def _interruptible_sleep(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
-        def wait(seconds: float) -> None:
-            if sleep is time.sleep:
-                if self.stop.wait(seconds):
-                    raise Interrupted("shutdown asked for during a retry wait")
-            else:
-                sleep(seconds)
-
-        return wait
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Interrupted("shutdown asked for during a retry wait")
 
 
 def decode_json(body: bytes) -> Any:
@@ -559,7 +563,7 @@ def decode_json(body: bytes) -> Any:
     except (ValueError, RecursionError) as exc:
         # RecursionError: JSON nested deeper than the interpreter's stack.
         raise RetriableError(
-            f"list response is not JSON ({type(exc).__name__}): {text[:80]!r}",
+            f"list response is not JSON ({type(exc).__name__}): {text[:SHOWN_BODY_CHARS]!r}",
             reason="malformed_list",
         ) from exc
 
@@ -597,9 +601,9 @@ def parse_listing(window: Window, body: Any, now: datetime) -> Listing:
 
 
 def _evidence(entry: Any) -> str:
-    """The raw entry as kept in the checkpoint: JSON, cut to 2,000 characters."""
+    """The raw entry as kept in the checkpoint: JSON, cut to EVIDENCE_CHARS."""
     try:
-        return json.dumps(entry, sort_keys=True, default=str)[:2000]
+        return json.dumps(entry, sort_keys=True, default=str)[:EVIDENCE_CHARS]
     except (ValueError, TypeError, RecursionError):
         return f"<{type(entry).__name__} that cannot be shown>"
 

@@ -43,7 +43,6 @@ class Daemon:
         self.on_stopping = on_stopping or (lambda: None)
         self.idle_every = idle_every
         self.passes = 0
-        self.last_error: str = ""
         self.running = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -55,11 +54,11 @@ class Daemon:
         self._idle.clear()
         try:
             self.tick()
-            self.last_error = ""
         except Exception as exc:  # a failed pass must not stop the daemon
-            self.last_error = f"{type(exc).__name__}: {exc}"
             log.error(
-                "daemon.pass_failed", error=self.last_error, next_in=self.interval.total_seconds()
+                "daemon.pass_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                next_in=self.interval.total_seconds(),
             )
         finally:
             self.passes += 1

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the `/metrics`, `/healthz` and `/readyz` probes on `server.listen`.
+"""Prometheus metrics: the counters, histograms and gauges `/metrics` serves (see probe.py).
 
 The only module that imports prometheus_client. Counters and histograms count what this process
 did; the gauges read the checkpoint at scrape time, so they are right after a restart. Each
@@ -7,21 +7,17 @@ did; the gauges read the checkpoint at scrape time, so they are right after a re
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import prometheus_client as prom
 import structlog
 
-from archiver.errors import FatalError
-from archiver.models import RecordingState, format_time, utc_now
+from archiver.models import RecordingState, utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -30,9 +26,9 @@ PREFIX = "cradle_archiver_"
 TRANSFER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # A scrape storm (several Prometheus replicas, a dashboard on refresh) reads SQLite once per TTL.
 STATE_TTL_SECONDS = 2.0
-TEXT = "text/plain; charset=utf-8"
 # Our names are all legacy-valid, so the body is text format 0.0.4, which every scraper knows;
 # prometheus_client's own handler labels it so too, unless a scraper asks for 1.0.0.
+EXPOSITION_TYPE = prom.CONTENT_TYPE_PLAIN_0_0_4
 GAUGES = {
     "watermark_timestamp_seconds": "Every window ending at or before this time is archived.",
     "watermark_lag_seconds": "Now minus the watermark (at least archive.settle_delay).",
@@ -154,101 +150,3 @@ class Metrics:
             if value is not None:
                 family.add_metric([], value)
             yield family
-
-
-class _ProbeHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], probe: ProbeServer) -> None:
-        self.probe = probe
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, _ProbeHandler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("probe.handler_failed", client=str(client_address[0]))
-
-
-class _ProbeHandler(BaseHTTPRequestHandler):
-    server: _ProbeHTTPServer
-    server_version = "cradle-archiver"
-    sys_version = ""
-
-    def do_GET(self) -> None:
-        status, content_type, body = self.server.probe.answer(self.path.split("?", 1)[0])
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Request lines end here, not on stderr: a probe every few seconds would drown the logs.
-        log.debug("probe.http", message=format % args)
-
-
-class ProbeServer:
-    """`/metrics`, `/healthz` and `/readyz`; bound in the constructor, served after start()."""
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        metrics: Metrics,
-        *,
-        alive: Callable[[], bool],
-        ready_window: timedelta,
-    ) -> None:
-        self.metrics = metrics
-        self.alive = alive
-        self.ready_window = ready_window
-        try:
-            self._server = _ProbeHTTPServer(address, self)
-        except OSError as exc:
-            where = f"{address[0]}:{address[1]}"
-            raise FatalError(f"cannot listen on {where} (server.listen): {exc.strerror}") from exc
-        host, port = self._server.server_address[:2]
-        self.address = (str(host), int(port))  # the real port when asked for port 0
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        # stop() waits up to one poll interval: 0.1 s keeps shutdown (and the tests) quick.
-        serve = partial(self._server.serve_forever, poll_interval=0.1)
-        self._thread = threading.Thread(target=serve, name="probe", daemon=True)
-        self._thread.start()
-        log.info("probe.listening", host=self.address[0], port=self.address[1])
-
-    def stop(self) -> None:
-        """Stop serving and free the port; safe to call twice or without start()."""
-        if self._thread is not None:
-            self._server.shutdown()  # waits for serve_forever to end; would hang if not started
-            self._thread = None
-        self._server.server_close()  # closing it again is harmless
-
-    def answer(self, path: str) -> tuple[int, str, bytes]:
-        if path == "/metrics":
-            return 200, prom.CONTENT_TYPE_PLAIN_0_0_4, self.metrics.exposition()
-        if path == "/healthz":
-            return (200, TEXT, b"ok\n") if self._alive() else (503, TEXT, b"not alive\n")
-        if path == "/readyz":
-            reason = self.not_ready()
-            return (503, TEXT, f"{reason}\n".encode()) if reason else (200, TEXT, b"ready\n")
-        return 404, TEXT, b"not found\n"
-
-    def not_ready(self) -> str | None:
-        """Why the archiver is not ready, in one line; None when it is."""
-        last = self.metrics.last_success_at()
-        if last is None:
-            return "no archive pass has succeeded yet"
-        age, limit = (
-            (self.metrics.clock() - last).total_seconds(),
-            self.ready_window.total_seconds(),
-        )
-        if age > limit:
-            return f"last success {format_time(last)} is {age:.0f}s old (limit {limit:.0f}s)"
-        return None
-
-    def _alive(self) -> bool:
-        try:
-            return bool(self.alive())
-        except Exception as exc:  # a check that fails cannot vouch for the process
-            log.warning("probe.alive_check_failed", error=str(exc))
-            return False

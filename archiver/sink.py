@@ -37,14 +37,16 @@ from botocore.exceptions import (
 )
 
 from archiver import layout
-from archiver.config import S3Config
+from archiver.config import MIN_PART_SIZE, S3Config
 from archiver.errors import ArchiverError, RecordingFailed, SinkUnavailable
 from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
 
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = "audio/mpeg"
-MIN_PART_SIZE = 5 * 2**20  # S3 refuses smaller parts, except the last one
+# Multipart parts: 8 MiB (S3's own default) keeps a 100 MB recording to 13 parts, each its
+# own retriable request with its own checksum.
+PART_SIZE = 8 * 2**20
 MAX_PARTS = 10_000
 READ_BLOCK = 2**20
 CHECK_DIR = ".cradle-archiver-check/"
@@ -115,7 +117,7 @@ class S3Sink:
         *,
         client: Any | None = None,
         multipart_threshold: int | None = None,
-        part_size: int = 8 * 2**20,
+        part_size: int = PART_SIZE,
     ) -> None:
         if multipart_threshold is None:
             multipart_threshold = config.multipart_threshold

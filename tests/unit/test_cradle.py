@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -16,7 +17,7 @@ import pytest
 
 from archiver.config import CradleConfig
 from archiver.cradle import CradleClient, RetryPolicy, looks_like_mp3, parse_retry_after
-from archiver.errors import ApiUnavailable, AuthError, RecordingFailed
+from archiver.errors import ApiUnavailable, AuthError, Interrupted, RecordingFailed
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, Window
 from archiver.spool import Spool
@@ -327,3 +328,23 @@ def test_mp3_sniffing() -> None:
     assert looks_like_mp3(b"\xff\xfb\x90\x64")
     assert not looks_like_mp3(b"<htm")
     assert not looks_like_mp3(b"")
+
+
+def test_a_retry_wait_ends_at_once_when_a_stop_is_asked_for(
+    server: tuple[str, Script], sleeps: list[float]
+) -> None:
+    url, script = server
+    script.add(503)
+    config = CradleConfig(base_url=url, id="acme", api_key="secret-key-42")
+    stop = threading.Event()
+    client = CradleClient(
+        config,
+        limiter=RateLimiter(10, sleep=lambda s: None, startup_quiet=0),
+        retry=RetryPolicy(attempts=3, initial=30, maximum=30),  # the default sleep: stop.wait
+        stop=stop,
+    )
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        client.list_recordings(WINDOW, WINDOW.start, WINDOW.end)
+    assert time.monotonic() - started < 10

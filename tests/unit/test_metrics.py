@@ -13,7 +13,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from archiver.errors import CheckpointError, FatalError
-from archiver.metrics import GaugeState, Metrics, ProbeServer
+from archiver.metrics import GaugeState, Metrics
+from archiver.probe import ProbeServer
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 INTERVAL = timedelta(minutes=5)
