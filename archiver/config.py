@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from archiver.errors import ConfigError
+from archiver.errors import ConfigError, Problem
 from archiver.models import parse_time
 from archiver.urls import UrlRefused, origin_of
 
@@ -42,6 +42,7 @@ STORAGE_CLASSES = frozenset(
         "EXPRESS_ONEZONE",
     }
 )
+T = TypeVar("T")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -157,13 +158,13 @@ def parse_duration(value: Any) -> timedelta:
 class _Reader:
     """Reads one TOML table, collecting problems instead of stopping at the first."""
 
-    def __init__(self, table: Mapping[str, Any], section: str, problems: list[str]) -> None:
+    def __init__(self, table: Mapping[str, Any], section: str, problems: list[Problem]) -> None:
         self.table = table
         self.section = section
         self.problems = problems
         self.seen: set[str] = set()
 
-    def get(self, key: str, default: Any, convert: Callable[[Any], Any]) -> Any:
+    def get(self, key: str, default: T, convert: Callable[[Any], T]) -> T:
         self.seen.add(key)
         if key not in self.table:
             return default
@@ -171,12 +172,16 @@ class _Reader:
         try:
             return convert(raw)
         except (ValueError, TypeError) as exc:
-            self.problems.append(f"{self.section}.{key}: {exc}")
+            self.problem(key, str(exc))
             return default
+
+    def problem(self, key: str, message: str) -> None:
+        """A problem with this table's `key`."""
+        self.problems.append(Problem(f"{self.section}.{key}", message))
 
     def unknown(self) -> None:
         for key in sorted(set(self.table) - self.seen):
-            self.problems.append(f"{self.section}.{key}: unknown key")
+            self.problem(key, "unknown key")
 
 
 def _string(value: Any) -> str:
@@ -304,9 +309,9 @@ def load_config(
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
     except FileNotFoundError as exc:
-        raise ConfigError(source, ["file not found"]) from exc
+        raise ConfigError(source, [Problem("", "file not found")]) from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(source, [f"cannot be read: {exc}"]) from exc
+        raise ConfigError(source, [Problem("", f"cannot be read: {exc}")]) from exc
     return parse_config(data, source, env, require_credentials)
 
 
@@ -316,15 +321,15 @@ def parse_config(
     env: Mapping[str, str],
     require_credentials: bool = True,
 ) -> Config:
-    problems: list[str] = []
+    problems: list[Problem] = []
     sections = {"cradle", "s3", "archive", "schedule", "state", "server"}
     for name in sorted(set(data) - sections):
-        problems.append(f"{name}: unknown section")
+        problems.append(Problem(name, "unknown section"))
     tables: dict[str, Mapping[str, Any]] = {}
     for name in sections:
         table = data.get(name, {})
         if not isinstance(table, Mapping):
-            problems.append(f"{name}: must be a table ([{name}])")
+            problems.append(Problem(name, f"must be a table ([{name}])"))
             table = {}
         tables[name] = table
 
@@ -356,13 +361,11 @@ def _read_cradle(read: _Reader, env: Mapping[str, str], require_credentials: boo
     read.unknown()
     if require_credentials:
         if not cradle_id and not id_reported:
-            read.problems.append(
-                "cradle.id: is empty (set it, or the CRADLE_ID environment variable)"
-            )
+            read.problem("id", "is empty (set it, or the CRADLE_ID environment variable)")
         if not api_key and not key_reported:
-            read.problems.append(
-                "cradle.api_key: is empty (set api_key, api_key_file, "
-                "or the CRADLE_API_KEY environment variable)"
+            read.problem(
+                "api_key",
+                "is empty (set api_key, api_key_file, or the CRADLE_API_KEY environment variable)",
             )
     return CradleConfig(
         base_url,
@@ -384,7 +387,7 @@ def _read_id(read: _Reader, env: Mapping[str, str]) -> str:
         label, cradle_id = "cradle.id", read.get("id", "", _string)
     problem = header_value_problem(cradle_id)
     if problem:  # the id is not a secret: quoting it shows the stray character
-        read.problems.append(f"{label}: {cradle_id!r} {problem}")
+        read.problems.append(Problem(label, f"{cradle_id!r} {problem}"))
         return ""
     return cradle_id
 
@@ -420,20 +423,20 @@ def _read_key_file(read: _Reader, label: str, path: str) -> str:
         key = Path(path).read_bytes().decode("utf-8").strip()
     except UnicodeDecodeError:
         # Not str(exc): it quotes the offending byte, which is a byte of the key.
-        read.problems.append(f"{label}: {path} is not UTF-8 text")
+        read.problems.append(Problem(label, f"{path} is not UTF-8 text"))
         return ""
     except OSError as exc:
-        read.problems.append(f"{label}: cannot read {path}: {exc.strerror or exc}")
+        read.problems.append(Problem(label, f"cannot read {path}: {exc.strerror or exc}"))
         return ""
     if not key:
-        read.problems.append(f"{label}: {path} is empty")
-    return _checked_key(read, f"{label}: {path}", key)
+        read.problems.append(Problem(label, f"{path} is empty"))
+    return _checked_key(read, label, key, where=path)
 
 
-def _checked_key(read: _Reader, label: str, key: str) -> str:
+def _checked_key(read: _Reader, label: str, key: str, where: str = "") -> str:
     problem = header_value_problem(key)
-    if problem:
-        read.problems.append(f"{label}: {problem}")  # never the key itself
+    if problem:  # never the key itself
+        read.problems.append(Problem(label, f"{where}: {problem}" if where else problem))
         return ""
     return key
 
@@ -454,12 +457,12 @@ def _read_s3(read: _Reader) -> S3Config:
     d = S3Config()
     bucket = read.get("bucket", "", _string)
     if not bucket:
-        read.problems.append("s3.bucket: is required")
+        read.problem("bucket", "is required")
     elif not re.match(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", bucket):
-        read.problems.append(f"s3.bucket: {bucket!r} is not a valid bucket name")
+        read.problem("bucket", f"{bucket!r} is not a valid bucket name")
     prefix = read.get("prefix", d.prefix, _string)
     if prefix.startswith("/"):
-        read.problems.append(f"s3.prefix: {prefix!r} must not start with '/'")
+        read.problem("prefix", f"{prefix!r} must not start with '/'")
     config = S3Config(
         bucket=bucket,
         prefix=prefix,
@@ -472,7 +475,7 @@ def _read_s3(read: _Reader) -> S3Config:
         multipart_threshold=read.get("multipart_threshold", d.multipart_threshold, _part_threshold),
     )
     if config.kms_key_id and config.sse != "aws:kms":
-        read.problems.append('s3.kms_key_id: is set but s3.sse is not "aws:kms"')
+        read.problem("kms_key_id", 'is set but s3.sse is not "aws:kms"')
     read.unknown()
     return config
 
@@ -488,7 +491,7 @@ def _read_archive(read: _Reader) -> ArchiveConfig:
         max_attempts=read.get("max_attempts", d.max_attempts, _positive_int),
     )
     if config.split_threshold < 2:
-        read.problems.append("archive.split_threshold: must be at least 2")
+        read.problem("split_threshold", "must be at least 2")
     read.unknown()
     return config
 

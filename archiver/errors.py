@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_CONFIG = 2
@@ -21,14 +24,26 @@ class FatalError(ArchiverError):
     exit_code = EXIT_RUNTIME
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where (`s3.bucket`, `CRADLE_API_KEY (environment)`) and
+    what. Kept as a value so nothing has to parse a message back."""
+
+    key: str  # "" for the file as a whole
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
 class ConfigError(FatalError):
     """Every problem of a config file at once, each naming the file, the key and the problem."""
 
     exit_code = EXIT_CONFIG
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    def __init__(self, path: str, problems: Sequence[Problem]) -> None:
         self.path = path
-        self.problems = problems
+        self.problems = list(problems)
         super().__init__("; ".join(f"{path}: {p}" for p in problems))
 
 

@@ -25,7 +25,7 @@ def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> li
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), env=env or {})
     assert all(str(tmp_path) in line for line in str(caught.value).split("; "))
-    return caught.value.problems
+    return [str(problem) for problem in caught.value.problems]
 
 
 def test_example_config_loads_through_the_real_loader() -> None:
