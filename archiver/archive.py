@@ -282,7 +282,10 @@ class ArchivePass:
             self._record(window, listing)
             return
         if window.width / 2 < MIN_WINDOW or depth >= MAX_SPLIT_DEPTH:
-            log.error("window.unsplittable", window=str(window), listed=listing.size, depth=depth)
+            # Full by count, this may be a cut list nobody can recover: an error. Full only by
+            # its `size` claim, it is the API's word against what it returned: a warning.
+            level = log.error if listing.size >= self.config.split_threshold else log.warning
+            level("window.unsplittable", window=str(window), listed=listing.size, depth=depth)
             self._record(window, listing)
             return
         log.info(
