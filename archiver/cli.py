@@ -42,6 +42,17 @@ def _time_arg(text: str) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common], description="Archive Cradle call recordings to S3."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments) in _COMMAND_ARGUMENTS.items():
+        add_arguments(commands.add_parser(name, parents=[common], help=help_text))
+    return parser
+
+
+def _global_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS lets the global options go before or after the command without one
     # position's default overwriting the other's value.
@@ -62,55 +73,52 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="default: info",
     )
+    return common
 
-    parser = argparse.ArgumentParser(
-        prog=PROG, parents=[common], description="Archive Cradle call recordings to S3."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser(
-        "run", parents=[common], help="the daemon: an archive pass every schedule.interval"
-    )
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--once", action="store_true", help="one pass, then exit (cron, CronJobs, scripts)"
     )
 
-    backfill = commands.add_parser("backfill", parents=[common], help="archive a past period once")
+
+def _backfill_arguments(backfill: argparse.ArgumentParser) -> None:
     backfill.add_argument("--from", dest="since", type=_time_arg, required=True, metavar="T")
     backfill.add_argument(
         "--until", type=_time_arg, default=None, metavar="T", help="default: the horizon"
     )
 
-    status = commands.add_parser(
-        "status", parents=[common], help="watermark, lag, counts, last pass, failures"
-    )
+
+def _status_arguments(status: argparse.ArgumentParser) -> None:
     status.add_argument("--json", action="store_true", help="one JSON object")
 
-    verify = commands.add_parser(
-        "verify", parents=[common], help="check archived recordings exist in S3"
-    )
+
+def _verify_arguments(verify: argparse.ArgumentParser) -> None:
     verify.add_argument("--from", dest="since", type=_time_arg, default=None, metavar="T")
     verify.add_argument("--until", type=_time_arg, default=None, metavar="T")
 
-    retry = commands.add_parser(
-        "retry", parents=[common], help="put dead-lettered recordings back to pending"
-    )
+
+def _retry_arguments(retry: argparse.ArgumentParser) -> None:
     retry.add_argument("--all", action="store_true", help="every dead-lettered recording")
     retry.add_argument("ids", nargs="*", metavar="ID")
 
-    commands.add_parser(
-        "check",
-        parents=[common],
-        help="validate the config, the API credentials and S3 write access",
-    )
 
-    simulate = commands.add_parser(
-        "simulate", parents=[common], help="serve a local Cradle API simulator"
-    )
-    from archiver.simulator import add_arguments
+def _simulate_arguments(simulate: argparse.ArgumentParser) -> None:
+    from archiver.simulator import add_arguments  # only `simulate` pays for the import
 
     add_arguments(simulate)
-    return parser
+
+
+# Each command: its help line and what adds its own arguments, in the order `--help` lists them.
+_COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("the daemon: an archive pass every schedule.interval", _run_arguments),
+    "backfill": ("archive a past period once", _backfill_arguments),
+    "status": ("watermark, lag, counts, last pass, failures", _status_arguments),
+    "verify": ("check archived recordings exist in S3", _verify_arguments),
+    "retry": ("put dead-lettered recordings back to pending", _retry_arguments),
+    "check": ("validate the config, the API credentials and S3 write access", lambda p: None),
+    "simulate": ("serve a local Cradle API simulator", _simulate_arguments),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

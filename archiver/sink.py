@@ -374,36 +374,43 @@ def map_error(
     throttling, 5xx and connection errors by the time one reaches here.
     """
     if isinstance(exc, ClientError):
-        code = _code(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        message = exc.response.get("Error", {}).get("Message") or ""
-        if code in _TAKEN_CODES or status == 412:
-            return _KeyTaken(f"an object appeared in bucket {bucket} ({code})")
-        if code == "NotImplemented" and conditional:
-            return _ConditionUnsupported(f"S3 at {endpoint} does not support If-None-Match")
-        if code == "NoSuchBucket":
-            return SinkUnavailable(f"bucket {bucket} does not exist")
-        if code in _DIGEST_CODES:
-            return RecordingFailed(
-                f"S3 refused the body as corrupt ({code}): {message}", reason="checksum_mismatch"
-            )
-        if code in _OBJECT_REFUSED_CODES:
-            return RecordingFailed(
-                f"S3 refused the object ({code}): {message}", reason="s3_refused", permanent=True
-            )
-        if code in _DENIED_CODES or status == 403:
-            return _Denied(f"{action} bucket {bucket} denied ({code}): {message}")
-        if code in _BUSY_CODES or status >= 500:
-            return SinkUnavailable(
-                f"S3 at {endpoint} unreachable: still answering {code} ({status}) "
-                f"after {RETRIES} retries: {message}"
-            )
-        return SinkUnavailable(f"{action} bucket {bucket} refused ({code}): {message}")
+        return _client_error(exc, bucket, endpoint, action, conditional)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
         return SinkUnavailable(f"no usable AWS credentials for S3: {exc}")
     if isinstance(exc, ConnectionError | HTTPClientError):
         return SinkUnavailable(f"S3 at {endpoint} unreachable: {exc}")
     return SinkUnavailable(f"S3 request to {endpoint} failed: {exc}")
+
+
+def _client_error(
+    exc: ClientError, bucket: str, endpoint: str, action: str, conditional: bool
+) -> ArchiverError:
+    """S3 answered, with an error code: what it means for the caller."""
+    code = _code(exc)
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    message = exc.response.get("Error", {}).get("Message") or ""
+    if code in _TAKEN_CODES or status == 412:
+        return _KeyTaken(f"an object appeared in bucket {bucket} ({code})")
+    if code == "NotImplemented" and conditional:
+        return _ConditionUnsupported(f"S3 at {endpoint} does not support If-None-Match")
+    if code == "NoSuchBucket":
+        return SinkUnavailable(f"bucket {bucket} does not exist")
+    if code in _DIGEST_CODES:
+        return RecordingFailed(
+            f"S3 refused the body as corrupt ({code}): {message}", reason="checksum_mismatch"
+        )
+    if code in _OBJECT_REFUSED_CODES:
+        return RecordingFailed(
+            f"S3 refused the object ({code}): {message}", reason="s3_refused", permanent=True
+        )
+    if code in _DENIED_CODES or status == 403:
+        return _Denied(f"{action} bucket {bucket} denied ({code}): {message}")
+    if code in _BUSY_CODES or status >= 500:
+        return SinkUnavailable(
+            f"S3 at {endpoint} unreachable: still answering {code} ({status}) "
+            f"after {RETRIES} retries: {message}"
+        )
+    return SinkUnavailable(f"{action} bucket {bucket} refused ({code}): {message}")
 
 
 def _judge(existing: StoredObject, staged: StagedFile) -> PutOutcome:
