@@ -52,8 +52,9 @@ from archiver.models import (
     Window,
     utc_now,
 )
+from archiver.retention import Lock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x43524441  # "CRDA": tells our files from other SQLite databases
 STATES = tuple(RecordingState)
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -115,8 +116,49 @@ CREATE TABLE passes (
 );
 CREATE INDEX passes_kind ON passes (kind, id);
 """
+# Version 2: the terminal state `expired` (retention.expired = "skip"), and what an archived
+# recording was locked with and how long its audio walked. SQLite cannot change a CHECK in
+# place, so the table is rebuilt (its indexes and triggers go with it and are made again).
+_SCHEMA_V2 = """
+CREATE TABLE recordings_v2 (
+    id INTEGER PRIMARY KEY,
+    recording_id TEXT NOT NULL UNIQUE,
+    started_at INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'archived', 'failed', 'expired')),
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    reason TEXT, sha256 TEXT, size INTEGER, key TEXT,
+    first_seen INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    entry TEXT NOT NULL,  -- the list entry, Recording.to_api()
+    lock_mode TEXT, retain_until INTEGER, audio_seconds REAL,
+    CHECK (state <> 'failed' OR attempts > 0),
+    CHECK (state <> 'archived' OR (sha256 IS NOT NULL AND size IS NOT NULL AND key IS NOT NULL))
+);
+INSERT INTO recordings_v2 (id, recording_id, started_at, state, attempts, reason, sha256, size,
+    key, first_seen, updated_at, entry)
+    SELECT id, recording_id, started_at, state, attempts, reason, sha256, size, key, first_seen,
+    updated_at, entry FROM recordings;
+DROP TABLE recordings;
+ALTER TABLE recordings_v2 RENAME TO recordings;
+CREATE INDEX recordings_pending ON recordings (started_at, recording_id) WHERE state = 'pending';
+CREATE INDEX recordings_archived ON recordings (started_at) WHERE state = 'archived';
+CREATE INDEX recordings_troubled ON recordings (updated_at)
+    WHERE state <> 'archived' AND attempts > 0;
+INSERT INTO state_counts VALUES ('expired', 0);
+CREATE TRIGGER recordings_counted_insert AFTER INSERT ON recordings BEGIN
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER recordings_counted_update AFTER UPDATE OF state ON recordings
+WHEN OLD.state <> NEW.state BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER recordings_counted_delete AFTER DELETE ON recordings BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+"""
 # Step n turns a version n-1 file into version n; append steps, never edit a released one.
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 _NOT_OURS = "{} is an SQLite database, not a cradle-archiver checkpoint"
 _LINK = "{} is a symbolic link; refusing to follow it (the checkpoint's files must be real files)"
 
@@ -236,7 +278,16 @@ class Checkpoint:
         sql = "SELECT count(*) FROM recordings WHERE state = 'pending' AND started_at >= ?"
         return int(self._query(sql + " AND started_at < ?", *_bounds(since, until))[0][0])
 
-    def mark_archived(self, recording_id: str, *, sha256: str, size: int, key: str) -> None:
+    def mark_archived(
+        self,
+        recording_id: str,
+        *,
+        sha256: str,
+        size: int,
+        key: str,
+        lock: Lock | None = None,
+        audio_seconds: float | None = None,
+    ) -> None:
         """Idempotent; archived again with a different sha256 is a bug and raises ValueError."""
         with self._write() as conn:
             row = _require(conn, recording_id)
@@ -246,8 +297,27 @@ class Checkpoint:
                 return
             conn.execute(
                 "UPDATE recordings SET state = 'archived', sha256 = ?, size = ?, key = ?,"
-                " updated_at = ? WHERE id = ?",
-                (sha256, size, key, self._now(), row["id"]),
+                " lock_mode = ?, retain_until = ?, audio_seconds = ?, updated_at = ? WHERE id = ?",
+                (
+                    sha256,
+                    size,
+                    key,
+                    lock.mode.value if lock else None,
+                    _micros(lock.retain_until) if lock else None,
+                    audio_seconds,
+                    self._now(),
+                    row["id"],
+                ),
+            )
+
+    def mark_expired(self, recording_id: str) -> None:
+        """Past its retain-until before it was archived, with `retention.expired = "skip"`:
+        terminal, never downloaded, never retried."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE recordings SET state = 'expired', reason = 'expired', updated_at = ?"
+                " WHERE recording_id = ? AND state = 'pending'",
+                (self._now(), recording_id.lower()),
             )
 
     def record_failure(

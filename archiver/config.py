@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from archiver.errors import ConfigError, Problem
 from archiver.models import parse_time
+from archiver.retention import Expired, LockMode, RetentionPolicy, parse_period
 from archiver.urls import UrlRefused, origin_of
 
 DEFAULT_PATH = "/etc/cradle-archiver/config.toml"
@@ -43,6 +44,7 @@ STORAGE_CLASSES = frozenset(
     }
 )
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -120,6 +122,19 @@ class ServerConfig:
         return host.strip("[]"), int(port)
 
 
+class AudioCheck(StrEnum):
+    """`audio.check`: what a walked length far from `durationSeconds` does."""
+
+    OFF = "off"
+    WARN = "warn"  # logged, counted, and marked `audio-mismatch: true` on the object
+    FAIL = "fail"  # a failed attempt, reason `audio_mismatch`
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    check: AudioCheck = AudioCheck.WARN
+
+
 @dataclass(frozen=True)
 class Config:
     source: str
@@ -129,6 +144,8 @@ class Config:
     schedule: ScheduleConfig
     state: StateConfig
     server: ServerConfig
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    audio: AudioConfig = field(default_factory=AudioConfig)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -322,7 +339,7 @@ def parse_config(
     require_credentials: bool = True,
 ) -> Config:
     problems: list[Problem] = []
-    sections = {"cradle", "s3", "archive", "schedule", "state", "server"}
+    sections = {"cradle", "s3", "archive", "schedule", "state", "server", "retention", "audio"}
     for name in sorted(set(data) - sections):
         problems.append(Problem(name, "unknown section"))
     tables: dict[str, Mapping[str, Any]] = {}
@@ -341,9 +358,13 @@ def parse_config(
     read = _Reader(tables["server"], "server", problems)
     server = ServerConfig(listen=read.get("listen", ServerConfig.listen, _listen))
     read.unknown()
+    retention = _read_retention(_Reader(tables["retention"], "retention", problems))
+    read = _Reader(tables["audio"], "audio", problems)
+    audio = AudioConfig(check=read.get("check", AudioConfig.check, _choice(AudioCheck)))
+    read.unknown()
     if problems:
         raise ConfigError(source, problems)
-    return Config(source, cradle, s3, archive, schedule, state, server)
+    return Config(source, cradle, s3, archive, schedule, state, server, retention, audio)
 
 
 def _read_cradle(read: _Reader, env: Mapping[str, str], require_credentials: bool) -> CradleConfig:
@@ -504,6 +525,28 @@ def _read_schedule(read: _Reader) -> ScheduleConfig:
     )
     read.unknown()
     return config
+
+
+def _read_retention(read: _Reader) -> RetentionPolicy:
+    d = RetentionPolicy()
+    mode = read.get("mode", "", _one_of("", *(m.value for m in LockMode)))
+    policy = RetentionPolicy(
+        mode=LockMode(mode) if mode else None,
+        period=read.get("period", d.period, parse_period),
+        expired=read.get("expired", d.expired, _choice(Expired)),
+    )
+    read.unknown()
+    return policy
+
+
+def _choice(kind: type[E]) -> Callable[[Any], E]:
+    """A converter to one of a StrEnum's values, naming them all when the value is none."""
+    convert = _one_of(*(member.value for member in kind))
+
+    def to_member(value: Any) -> E:
+        return kind(convert(value))
+
+    return to_member
 
 
 def _read_state(read: _Reader) -> StateConfig:

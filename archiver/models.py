@@ -238,6 +238,7 @@ class RecordingState(StrEnum):
     PENDING = "pending"
     ARCHIVED = "archived"
     FAILED = "failed"  # dead-lettered: `retry` puts it back to pending
+    EXPIRED = "expired"  # past its retain-until before it was archived, and skipped
 
 
 class PassOutcome(StrEnum):

@@ -27,6 +27,7 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
         "archived": counts[RecordingState.ARCHIVED],
         "pending": counts[RecordingState.PENDING],
         "failed": counts[RecordingState.FAILED],
+        "expired": counts[RecordingState.EXPIRED],
         "malformed_entries": checkpoint.malformed_count(),
         "last_pass": _result(checkpoint.last_pass("pass")),
         "last_backfill": _result(checkpoint.last_pass("backfill")),
@@ -63,6 +64,8 @@ def render_text(report: dict[str, Any]) -> str:
         + ("   (dead-lettered: see below; `retry` puts them back)" if report["failed"] else ""),
         f"malformed   {report['malformed_entries']} list entries skipped",
     ]
+    if report["expired"]:
+        lines.append(f"expired     {report['expired']} past their retain-until, skipped")
     for label, key in (("last pass", "last_pass"), ("last backfill", "last_backfill")):
         result = report[key]
         if result:

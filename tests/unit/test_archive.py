@@ -126,7 +126,7 @@ def test_a_pass_archives_everything_up_to_the_horizon_and_moves_the_watermark(h:
     assert result.outcome == "ok" and result.archived == len(due)
     assert len(h.store.objects) == len(due)
     assert h.checkpoint.watermark().position == horizon
-    assert h.checkpoint.counts() == {"archived": len(due), "pending": 0, "failed": 0}
+    assert h.checkpoint.counts() == {"archived": len(due), "pending": 0, "failed": 0, "expired": 0}
     assert all(until <= horizon for _, until in h.source.calls)
 
 
@@ -218,7 +218,7 @@ def test_an_s3_outage_marks_nothing_archived_and_the_next_pass_completes(h: Harn
     assert archived_keys <= set(h.store.objects)
     assert h.checkpoint.watermark().position < NOW - timedelta(minutes=10)
     h.new_pass().run()
-    assert h.checkpoint.counts() == {"archived": 6, "pending": 0, "failed": 0}
+    assert h.checkpoint.counts() == {"archived": 6, "pending": 0, "failed": 0, "expired": 0}
     assert list((h.tmp_path / "spool").iterdir()) == []
 
 

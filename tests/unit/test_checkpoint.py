@@ -78,7 +78,7 @@ def truth(path: Path) -> dict[str, int]:
     with sqlite3.connect(path) as conn:
         found = dict(conn.execute("SELECT state, count(*) FROM recordings GROUP BY state"))
     conn.close()
-    return {state: found.get(state, 0) for state in ("pending", "archived", "failed")}
+    return {state: found.get(state, 0) for state in ("pending", "archived", "failed", "expired")}
 
 
 def raw_sql(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
@@ -101,7 +101,7 @@ def test_new_checkpoint_has_the_current_schema(cp: Checkpoint, db_path: Path) ->
     assert raw_sql(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert raw_sql(db_path, "PRAGMA application_id") == [(checkpoint_module.APPLICATION_ID,)]
     assert raw_sql(db_path, "PRAGMA journal_mode") == [("wal",)]
-    assert cp.counts() == {"pending": 0, "archived": 0, "failed": 0}
+    assert cp.counts() == {"pending": 0, "archived": 0, "failed": 0, "expired": 0}
     assert cp.watermark() == Watermark()
     assert cp.path == db_path
 
@@ -132,16 +132,17 @@ def test_writer_upgrades_an_older_schema_and_reader_asks_for_it(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Checkpoint.open(db_path).close()
-    migrations = {**checkpoint_module.MIGRATIONS, 2: "ALTER TABLE meta ADD COLUMN note TEXT;"}
+    step = SCHEMA_VERSION + 1
+    migrations = {**checkpoint_module.MIGRATIONS, step: "ALTER TABLE meta ADD COLUMN note TEXT;"}
     monkeypatch.setattr(checkpoint_module, "MIGRATIONS", migrations)
-    monkeypatch.setattr(checkpoint_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(checkpoint_module, "SCHEMA_VERSION", step)
 
     with pytest.raises(CheckpointError) as caught:
         Checkpoint.open(db_path, writer=False)
     assert "run `cradle-archiver run`" in str(caught.value)
 
     Checkpoint.open(db_path).close()
-    assert raw_sql(db_path, "PRAGMA user_version") == [(2,)]
+    assert raw_sql(db_path, "PRAGMA user_version") == [(step,)]
     assert "note" in [row[1] for row in raw_sql(db_path, "PRAGMA table_info(meta)")]
     Checkpoint.open(db_path, writer=False).close()
 
@@ -150,12 +151,13 @@ def test_a_failed_migration_leaves_the_file_untouched(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Checkpoint.open(db_path).close()
-    migrations = {**checkpoint_module.MIGRATIONS, 2: "CREATE TABLE x (a);\nNOT SQL AT ALL;"}
+    step = SCHEMA_VERSION + 1
+    migrations = {**checkpoint_module.MIGRATIONS, step: "CREATE TABLE x (a);\nNOT SQL AT ALL;"}
     monkeypatch.setattr(checkpoint_module, "MIGRATIONS", migrations)
-    monkeypatch.setattr(checkpoint_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(checkpoint_module, "SCHEMA_VERSION", step)
     with pytest.raises(CheckpointError):
         Checkpoint.open(db_path)
-    assert raw_sql(db_path, "PRAGMA user_version") == [(1,)]
+    assert raw_sql(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert not raw_sql(db_path, "SELECT name FROM sqlite_master WHERE name = 'x'")
 
 
@@ -354,11 +356,11 @@ def test_reader_works_beside_a_writer(cp: Checkpoint, db_path: Path) -> None:
     cp.add_listed([recording(1), recording(2)])
     cp.record_failure(recording(1).recording_id, "http_404", dead_letter=True, max_attempts=5)
     with Checkpoint.open(db_path, writer=False) as reader:
-        assert reader.counts() == {"pending": 1, "archived": 0, "failed": 1}
+        assert reader.counts() == {"pending": 1, "archived": 0, "failed": 1, "expired": 0}
         assert reader.retry() == [recording(1).recording_id]  # `retry` writes as a reader
         cp.mark_archived(recording(2).recording_id, sha256=SHA, size=1, key="k")
-        assert reader.counts() == {"pending": 1, "archived": 1, "failed": 0}
-    assert cp.counts() == {"pending": 1, "archived": 1, "failed": 0}
+        assert reader.counts() == {"pending": 1, "archived": 1, "failed": 0, "expired": 0}
+    assert cp.counts() == {"pending": 1, "archived": 1, "failed": 0, "expired": 0}
 
 
 def test_a_second_thread_can_read(cp: Checkpoint) -> None:
@@ -367,7 +369,7 @@ def test_a_second_thread_can_read(cp: Checkpoint) -> None:
     thread = threading.Thread(target=lambda: seen.append(cp.counts()))
     thread.start()
     thread.join()
-    assert seen == [{"pending": 1, "archived": 0, "failed": 0}]
+    assert seen == [{"pending": 1, "archived": 0, "failed": 0, "expired": 0}]
 
 
 # --- watermark --------------------------------------------------------------------------------
@@ -409,7 +411,7 @@ def test_add_listed_returns_only_new_ids_and_keeps_existing_rows(
     assert cp.add_listed(iter([])) == []
 
     assert cp.get(recording(1).recording_id) == before
-    assert cp.counts() == {"pending": 2, "archived": 1, "failed": 0}
+    assert cp.counts() == {"pending": 2, "archived": 1, "failed": 0, "expired": 0}
 
 
 def test_get_returns_the_stored_row(cp: Checkpoint) -> None:
@@ -464,7 +466,7 @@ def test_failures_count_up_and_dead_letter(cp: Checkpoint) -> None:
         recording(2).recording_id, "off_host_url", dead_letter=True, max_attempts=5
     )
     assert (off_host.state, off_host.attempts, off_host.reason) == ("failed", 1, "off_host_url")
-    assert cp.counts() == {"pending": 0, "archived": 0, "failed": 2}
+    assert cp.counts() == {"pending": 0, "archived": 0, "failed": 2, "expired": 0}
     assert cp.failed_ids() == sorted([rid, recording(2).recording_id])
 
 
@@ -484,7 +486,7 @@ def test_an_archived_recording_cannot_fail_and_unknown_ids_are_key_errors(cp: Ch
     row = cp.get(rid)
     assert row is not None
     assert (row.state, row.sha256, row.size, row.key) == ("archived", SHA, 5, "cradle/k.mp3")
-    assert cp.counts() == {"pending": 0, "archived": 1, "failed": 0}
+    assert cp.counts() == {"pending": 0, "archived": 1, "failed": 0, "expired": 0}
 
 
 def test_a_failed_recording_can_still_be_archived(cp: Checkpoint) -> None:
@@ -492,7 +494,7 @@ def test_a_failed_recording_can_still_be_archived(cp: Checkpoint) -> None:
     cp.add_listed([recording(1)])
     cp.record_failure(rid, "conflict", dead_letter=True, max_attempts=5)
     cp.mark_archived(rid, sha256=SHA, size=5, key="k")
-    assert cp.counts() == {"pending": 0, "archived": 1, "failed": 0}
+    assert cp.counts() == {"pending": 0, "archived": 1, "failed": 0, "expired": 0}
     assert cp.recent_failures() == []
 
 
@@ -509,7 +511,7 @@ def test_retry_puts_failed_back_to_pending(cp: Checkpoint) -> None:
     assert row is not None and (row.state, row.attempts) == ("pending", 0)
     assert cp.retry() == sorted(ids[1:3])
     assert cp.retry() == []
-    assert cp.counts() == {"pending": 4, "archived": 0, "failed": 0}
+    assert cp.counts() == {"pending": 4, "archived": 0, "failed": 0, "expired": 0}
     assert cp.failed_ids() == []
 
 
@@ -567,7 +569,7 @@ def test_a_rolled_back_write_leaves_counts_alone(cp: Checkpoint, db_path: Path) 
 
     with pytest.raises(RuntimeError):
         cp.add_listed(poisoned())
-    assert cp.counts() == truth(db_path) == {"pending": 0, "archived": 0, "failed": 0}
+    assert cp.counts() == truth(db_path) == {"pending": 0, "archived": 0, "failed": 0, "expired": 0}
     assert cp.get(recording(1).recording_id) is None
 
 
@@ -575,7 +577,7 @@ def test_counts_follow_hand_edits_in_the_sqlite3_shell(cp: Checkpoint, db_path: 
     cp.add_listed([recording(n) for n in range(10)])
     raw_sql(db_path, "UPDATE recordings SET state = 'failed', attempts = 1 WHERE id <= 3")
     raw_sql(db_path, "DELETE FROM recordings WHERE id IN (1, 9)")
-    assert cp.counts() == truth(db_path) == {"pending": 6, "archived": 0, "failed": 2}
+    assert cp.counts() == truth(db_path) == {"pending": 6, "archived": 0, "failed": 2, "expired": 0}
 
 
 # --- crash safety -----------------------------------------------------------------------------
@@ -821,3 +823,27 @@ def test_scale(tmp_path: Path) -> None:
     assert counts_seconds < 0.05
     assert status_seconds < 1.0
     assert size / rows < 1024
+
+
+def test_a_version_1_checkpoint_is_upgraded_in_place_keeping_every_row_and_count(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "SCHEMA_VERSION", 1)
+    with Checkpoint.open(db_path) as old:
+        first, second = recording(1), recording(2)
+        old.add_listed([first, second])
+    raw_sql(
+        db_path,
+        "UPDATE recordings SET state = 'archived', sha256 = 'ab', size = 1, key = 'k'"
+        f" WHERE recording_id = '{first.recording_id}'",
+    )
+    assert raw_sql(db_path, "PRAGMA user_version") == [(1,)]
+    monkeypatch.undo()
+    with Checkpoint.open(db_path) as cp:
+        assert raw_sql(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        assert cp.counts() == {"pending": 1, "archived": 1, "failed": 0, "expired": 0}
+        cp.mark_expired(second.recording_id)
+        assert cp.counts() == {"pending": 0, "archived": 1, "failed": 0, "expired": 1}
+        row = cp.get(second.recording_id)
+        assert row is not None and row.state == "expired"
+        assert cp.pending() == []
