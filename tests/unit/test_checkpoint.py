@@ -835,7 +835,8 @@ def test_a_version_1_checkpoint_is_upgraded_in_place_keeping_every_row_and_count
     raw_sql(
         db_path,
         "UPDATE recordings SET state = 'archived', sha256 = 'ab', size = 1, key = 'k'"
-        f" WHERE recording_id = '{first.recording_id}'",
+        " WHERE recording_id = ?",
+        first.recording_id,
     )
     assert raw_sql(db_path, "PRAGMA user_version") == [(1,)]
     monkeypatch.undo()
