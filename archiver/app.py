@@ -101,6 +101,7 @@ class Archiver:
             clock=self.clock,
             stop=self.stop,
             events=ObservedPass(self.metrics, on_progress),
+            retention=self.config.retention,
         )
 
     def run_once(self) -> PassResult:

@@ -36,9 +36,11 @@ from archiver.models import (
     StagedFile,
     Watermark,
     Window,
+    format_time,
     utc_now,
     walk,
 )
+from archiver.retention import Expired, Lock, RetentionPolicy
 from archiver.spool import Spool
 
 log = structlog.get_logger(__name__)
@@ -81,7 +83,9 @@ class Store(Protocol):
     """Where recordings are kept (S3), as the pass uses it."""
 
     def key_for(self, recording: Recording) -> str: ...
-    def put(self, recording: Recording, staged: StagedFile) -> PutResult: ...
+    def put(
+        self, recording: Recording, staged: StagedFile, lock: Lock | None = None
+    ) -> PutResult: ...
     def abort_stale_uploads(self, ours: Callable[[str], bool]) -> int: ...
 
 
@@ -102,7 +106,17 @@ class Ledger(Protocol):
     def count_pending(
         self, *, until: datetime | None = None, since: datetime | None = None
     ) -> int: ...
-    def mark_archived(self, recording_id: str, *, sha256: str, size: int, key: str) -> None: ...
+    def mark_archived(
+        self,
+        recording_id: str,
+        *,
+        sha256: str,
+        size: int,
+        key: str,
+        lock: Lock | None = None,
+        audio_seconds: float | None = None,
+    ) -> None: ...
+    def mark_expired(self, recording_id: str) -> None: ...
     def record_failure(
         self, recording_id: str, reason: str, *, dead_letter: bool, max_attempts: int
     ) -> RecordingRow: ...
@@ -162,12 +176,14 @@ class Tally:
     failed: int = 0
     bytes: int = 0
     windows: int = 0
+    expired: int = 0  # past their retain-until: skipped, or archived unlocked
 
 
 @dataclass(frozen=True)
 class Upload:
     recording: Recording
     staged: StagedFile
+    lock: Lock | None
     future: Future[tuple[PutResult, float]]  # and the upload's seconds
     download_seconds: float  # retries included
 
@@ -202,6 +218,7 @@ class ArchivePass:
         clock: Callable[[], datetime] = utc_now,
         stop: threading.Event | None = None,
         events: PassEvents | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -211,6 +228,7 @@ class ArchivePass:
         self.clock = clock
         self.stop = stop or threading.Event()
         self.events: PassEvents = events or NullEvents()
+        self.retention = retention or RetentionPolicy()
         self.tally = Tally()
         self._span: tuple[datetime, datetime, datetime] | None = None
 
@@ -343,6 +361,8 @@ class ArchivePass:
             try:
                 for row in rows:
                     self._check_stop()
+                    if self._skipped_as_expired(row.recording):
+                        continue
                     fetch_started = time.monotonic()
                     staged = self._fetch(row)
                     download_seconds = time.monotonic() - fetch_started
@@ -351,8 +371,9 @@ class ArchivePass:
                         # On failure the new download stays staged, verified, for the next pass.
                         self._settle(previous)
                     if staged is not None:
-                        future = uploads.submit(self._upload, row.recording, staged)
-                        in_flight = Upload(row.recording, staged, future, download_seconds)
+                        lock = self._lock_for(row.recording)
+                        future = uploads.submit(self._upload, row.recording, staged, lock)
+                        in_flight = Upload(row.recording, staged, lock, future, download_seconds)
                 previous, in_flight = in_flight, None
                 if previous is not None:
                     self._settle(previous)
@@ -395,9 +416,43 @@ class ArchivePass:
                 if self._internal_error(recording, exc):
                     return None
 
-    def _upload(self, recording: Recording, staged: StagedFile) -> tuple[PutResult, float]:
+    def _skipped_as_expired(self, recording: Recording) -> bool:
+        """With `retention.expired = "skip"`, a recording already past its retain-until is not
+        downloaded: it ends in the terminal state `expired`."""
+        policy = self.retention
+        if policy.expired is not Expired.SKIP:
+            return False
+        if not policy.is_expired(recording.started_at, self.clock()):
+            return False
+        self.ledger.mark_expired(recording.recording_id)
+        self.tally.expired += 1
+        log.info(
+            "recording.expired",
+            recording_id=recording.recording_id,
+            retain_until=format_time(policy.retain_until(recording.started_at)),
+            action="skipped",
+        )
+        return True
+
+    def _lock_for(self, recording: Recording) -> Lock | None:
+        policy = self.retention
+        lock = policy.lock_for(recording.started_at, self.clock())
+        if lock is None and policy.mode is not None:
+            # Past its date with `expired = "archive"`: kept, but S3 refuses a lock in the past.
+            self.tally.expired += 1
+            log.warning(
+                "recording.expired",
+                recording_id=recording.recording_id,
+                retain_until=format_time(policy.retain_until(recording.started_at)),
+                action="archived unlocked",
+            )
+        return lock
+
+    def _upload(
+        self, recording: Recording, staged: StagedFile, lock: Lock | None
+    ) -> tuple[PutResult, float]:
         started = time.monotonic()
-        result = self.store.put(recording, staged)
+        result = self.store.put(recording, staged, lock)
         return result, time.monotonic() - started
 
     def _settle(self, upload: Upload) -> None:
@@ -428,7 +483,11 @@ class ArchivePass:
             self.spool.discard(staged)
             return
         self.ledger.mark_archived(
-            recording.recording_id, sha256=staged.sha256, size=staged.size, key=key
+            recording.recording_id,
+            sha256=staged.sha256,
+            size=staged.size,
+            key=key,
+            lock=upload.lock,
         )
         # Only now: a kill before this line leaves the body staged for the next process.
         self.spool.discard(staged)

@@ -266,6 +266,8 @@ class StoredObject:
     size: int
     sha256: str | None
     recording_id: str | None
+    lock_mode: str | None = None  # S3's spelling: "GOVERNANCE" or "COMPLIANCE"
+    retain_until: datetime | None = None
 
 
 class PutResult(NamedTuple):

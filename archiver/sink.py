@@ -40,6 +40,7 @@ from archiver import layout
 from archiver.config import MIN_PART_SIZE, S3Config
 from archiver.errors import ArchiverError, RecordingFailed, SinkUnavailable
 from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
+from archiver.retention import Lock
 
 log = structlog.get_logger(__name__)
 
@@ -155,9 +156,11 @@ class S3Sink:
             size=int(response.get("ContentLength", 0)),
             sha256=metadata.get("sha256"),
             recording_id=metadata.get("recording-id"),
+            lock_mode=response.get("ObjectLockMode"),
+            retain_until=response.get("ObjectLockRetainUntilDate"),
         )
 
-    def put(self, recording: Recording, staged: StagedFile) -> PutResult:
+    def put(self, recording: Recording, staged: StagedFile, lock: Lock | None = None) -> PutResult:
         """Archive `staged` as `recording`'s object unless an object is already at its key."""
         key = self.key_for(recording)
         existing = self.head(key)
@@ -167,9 +170,9 @@ class S3Sink:
         started = time.monotonic()
         try:
             if multipart:
-                self._put_multipart(key, recording, staged)
+                self._put_multipart(key, recording, staged, lock)
             else:
-                self._put_single(key, recording, staged)
+                self._put_single(key, recording, staged, lock)
         except _KeyTaken:
             log.info("s3.put_raced", key=key)
             existing = self.head(key)
@@ -229,16 +232,26 @@ class S3Sink:
             log.warning("s3.check_probe_left", key=key, error=str(self._error(exc, "delete from")))
         log.info("s3.check", bucket=self.bucket, endpoint=self._endpoint)
 
-    def _put_single(self, key: str, recording: Recording, staged: StagedFile) -> None:
-        args = self._object_args(recording, staged)
+    def _put_single(
+        self, key: str, recording: Recording, staged: StagedFile, lock: Lock | None
+    ) -> None:
+        # The whole body's SHA-256 also answers S3's rule that a locked write carry a checksum.
+        args = self._object_args(recording, staged, lock)
         args["ChecksumSHA256"] = _base64_digest(bytes.fromhex(staged.sha256))
+        if lock is not None:
+            # S3 wants the algorithm named (x-amz-sdk-checksum-algorithm) on a locked write; the
+            # value we give is still ours, so nothing is computed again or sent as a trailer.
+            args["ChecksumAlgorithm"] = "SHA256"
         args["ContentLength"] = staged.size
         with _open_staged(staged) as body:
             args["Body"] = body
             self._conditional_write("put_object", key, args)
 
-    def _put_multipart(self, key: str, recording: Recording, staged: StagedFile) -> None:
-        args = self._object_args(recording, staged)
+    def _put_multipart(
+        self, key: str, recording: Recording, staged: StagedFile, lock: Lock | None
+    ) -> None:
+        # Every part carries its SHA-256, which a locked multipart upload requires.
+        args = self._object_args(recording, staged, lock)
         upload_id = self._call(
             "create_multipart_upload", "write to", Key=key, ChecksumAlgorithm="SHA256", **args
         )["UploadId"]
@@ -341,8 +354,13 @@ class S3Sink:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, action, conditional=conditional) from exc
 
-    def _object_args(self, recording: Recording, staged: StagedFile) -> dict[str, Any]:
+    def _object_args(
+        self, recording: Recording, staged: StagedFile, lock: Lock | None
+    ) -> dict[str, Any]:
         args = self._storage_args()
+        if lock is not None:
+            args["ObjectLockMode"] = lock.mode.s3
+            args["ObjectLockRetainUntilDate"] = lock.retain_until
         args["ContentType"] = CONTENT_TYPE
         args["Metadata"] = layout.object_metadata(recording, staged.sha256)
         if self._config.tags:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from archiver.errors import SinkUnavailable
 from archiver.layout import object_key
 from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
+from archiver.retention import Lock
 
 
 @dataclass
@@ -24,6 +25,7 @@ class FakeStore:
     puts: int = 0
     fail_next: int = 0
     refuse: dict[str, Exception] = field(default_factory=dict)
+    locks: dict[str, Lock] = field(default_factory=dict)
 
     def abort_stale_uploads(self, ours: Callable[[str], bool]) -> int:
         return 0
@@ -35,9 +37,17 @@ class FakeStore:
         if key not in self.objects:
             return None
         data, sha = self.objects[key]
-        return StoredObject(key, len(data), sha, key.rsplit("/", 1)[-1].removesuffix(".mp3"))
+        lock = self.locks.get(key)
+        return StoredObject(
+            key,
+            len(data),
+            sha,
+            key.rsplit("/", 1)[-1].removesuffix(".mp3"),
+            lock.mode.s3 if lock else None,
+            lock.retain_until if lock else None,
+        )
 
-    def put(self, recording: Recording, staged: StagedFile) -> PutResult:
+    def put(self, recording: Recording, staged: StagedFile, lock: Lock | None = None) -> PutResult:
         self.puts += 1
         if self.fail_next:
             self.fail_next -= 1
@@ -51,6 +61,8 @@ class FakeStore:
             return PutResult(PutOutcome.ALREADY_PRESENT if same else PutOutcome.CONFLICT, existing)
         data = staged.path.read_bytes()
         self.objects[key] = (data, staged.sha256)
+        if lock is not None:
+            self.locks[key] = lock
         return PutResult(
             PutOutcome.CREATED, StoredObject(key, len(data), staged.sha256, recording.recording_id)
         )

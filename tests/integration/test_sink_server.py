@@ -6,6 +6,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from archiver import sink as sink_module
 from archiver.config import S3Config
 from archiver.errors import SinkUnavailable
 from archiver.models import Recording, StagedFile
+from archiver.retention import Lock, LockMode
 from archiver.sink import PutOutcome, S3Sink, StoredObject, make_client
 
 RID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -270,3 +272,24 @@ def test_check_over_http_of_a_missing_bucket_says_so(moto_server: str) -> None:
     with pytest.raises(SinkUnavailable) as raised:
         sink.check_write()
     assert str(raised.value) == "bucket no-such-bucket-here does not exist"
+
+
+def test_a_locked_write_carries_the_mode_and_the_date_from_the_call(
+    moto_server: str, tmp_path: Path
+) -> None:
+    """moto keeps the lock of a PutObject; of a multipart upload it drops it (real S3 and
+    SeaweedFS keep both), so the multipart case is proven on SeaweedFS."""
+    bucket = f"locked-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    sink = S3Sink(
+        S3Config(bucket=bucket, endpoint_url=moto_server, multipart_threshold=5 * MIB),
+        part_size=5 * MIB,
+    )
+    until = datetime(2029, 3, 1, 0, 30, tzinfo=UTC)  # 2024-02-29T23:30Z plus 5 years
+    lock = Lock(LockMode.COMPLIANCE, until)
+    outcome, stored = sink.put(recording(), stage(tmp_path, mp3(1 * MIB)), lock)
+    assert outcome is PutOutcome.CREATED
+    head = sink.head(stored.key)
+    assert head is not None and head.lock_mode == "COMPLIANCE"
+    assert head.retain_until == until
