@@ -9,6 +9,8 @@ import pytest
 from hypothesis import settings
 from moto.server import ThreadedMotoServer
 
+from tests import seaweed
+
 # make test must give the same answer every run: property tests draw the same examples each
 # time (no example database either). HYPOTHESIS_PROFILE=explore searches afresh, for developers.
 settings.register_profile("repeatable", derandomize=True, database=None)
@@ -38,3 +40,12 @@ def moto_server() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SeaweedFS's S3 (`weed mini`, a real store: it checks checksums and conditions) on free
+    loopback ports; yields its endpoint URL. Its clients must send no session token (see
+    tests/seaweed.py): `seaweed.client(url)` builds one."""
+    with seaweed.running(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server.url
