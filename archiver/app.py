@@ -186,10 +186,13 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     wrong_size: list[str] = field(default_factory=list)
     wrong_sha256: list[str] = field(default_factory=list)
+    wrong_lock: list[str] = field(default_factory=list)  # weaker than written, or none
 
     @property
     def problems(self) -> int:
-        return len(self.missing) + len(self.wrong_size) + len(self.wrong_sha256)
+        return (
+            len(self.missing) + len(self.wrong_size) + len(self.wrong_sha256) + len(self.wrong_lock)
+        )
 
 
 class ArchivedRows(Protocol):
@@ -227,4 +230,25 @@ def verify(
         elif stored.sha256 and stored.sha256 != row.sha256:
             report.wrong_sha256.append(key)
             log.error("verify.wrong_sha256", recording_id=recording_id, key=key)
+        elif _lock_short(row, stored):
+            report.wrong_lock.append(key)
+            log.error(
+                "verify.wrong_lock",
+                recording_id=recording_id,
+                key=key,
+                expected=f"{row.lock_mode} until {row.retain_until}",
+                found=f"{stored.lock_mode} until {stored.retain_until}",
+            )
     return report
+
+
+def _lock_short(row: RecordingRow, stored: StoredObject) -> bool:
+    """The object is locked less than it was written: another mode, or an earlier date (a
+    later one is fine: `retention extend` moves dates on)."""
+    if row.lock_mode is None or row.retain_until is None:
+        return False
+    return (
+        (stored.lock_mode or "").lower() != row.lock_mode
+        or stored.retain_until is None
+        or stored.retain_until < row.retain_until
+    )

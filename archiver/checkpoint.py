@@ -626,6 +626,9 @@ def _row(row: sqlite3.Row) -> RecordingRow:
         state=RecordingState(row["state"]),
         first_seen=_time(row["first_seen"]),
         updated_at=_time(row["updated_at"]),
+        lock_mode=row["lock_mode"],
+        retain_until=_time(row["retain_until"]) if row["retain_until"] is not None else None,
+        audio_seconds=row["audio_seconds"],
     )
     return RecordingRow(recording, **fields)
 

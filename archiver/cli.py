@@ -26,6 +26,7 @@ from archiver.errors import (
     ConfigError,
     FatalError,
     Interrupted,
+    SinkUnavailable,
     UsageError,
 )
 from archiver.models import parse_time, utc_now
@@ -250,12 +251,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = verify(checkpoint, S3Sink(config.s3), args.since, args.until)
     print(
         f"checked {report.checked}: {len(report.missing)} missing, "
-        f"{len(report.wrong_size)} wrong size, {len(report.wrong_sha256)} wrong sha256"
+        f"{len(report.wrong_size)} wrong size, {len(report.wrong_sha256)} wrong sha256, "
+        f"{len(report.wrong_lock)} locked short"
     )
     for label, keys in (
         ("missing", report.missing),
         ("wrong size", report.wrong_size),
         ("wrong sha256", report.wrong_sha256),
+        ("locked short", report.wrong_lock),
     ):
         for key in keys:
             print(f"  {label}: {key}")
@@ -279,6 +282,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from archiver.cradle import CradleClient
+    from archiver.retention import judge_bucket
     from archiver.sink import S3Sink
 
     config = _config(args)
@@ -295,8 +299,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"cradle api  ok ({config.cradle.base_url}, credentials accepted, "
         f"{listed} recordings in the last minute)"
     )
-    S3Sink(config.s3).check_write()
+    sink = S3Sink(config.s3)
+    sink.check_write()
     print(f"s3          ok (bucket {config.s3.bucket} exists and accepts writes)")
+    problems, warnings = judge_bucket(config.retention, sink.lock_configuration())
+    for warning in warnings:
+        print(f"warning     {warning}")
+    if problems:
+        raise SinkUnavailable(f"bucket {config.s3.bucket}: " + "; ".join(problems))
+    if config.retention.mode is not None:
+        print(
+            f"retention   ok (versioning and Object Lock on; {config.retention.mode.value} locks"
+            f" until each call's start + {config.retention.period})"
+        )
     return EXIT_OK
 
 

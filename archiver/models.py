@@ -290,6 +290,9 @@ class RecordingRow:
     key: str | None
     first_seen: datetime
     updated_at: datetime
+    lock_mode: str | None = None  # "governance" or "compliance", as written
+    retain_until: datetime | None = None
+    audio_seconds: float | None = None
 
 
 @dataclass(frozen=True)

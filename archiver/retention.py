@@ -105,3 +105,34 @@ class RetentionPolicy:
 
     def is_expired(self, started_at: datetime, now: datetime) -> bool:
         return self.mode is not None and self.retain_until(started_at) <= now
+
+
+@dataclass(frozen=True)
+class BucketLock:
+    """What a bucket says of itself: versioning, Object Lock, and any default retention."""
+
+    versioning: bool
+    object_lock: bool
+    default_retention: str | None = None  # e.g. "COMPLIANCE 5 years"
+
+
+def judge_bucket(policy: RetentionPolicy, bucket: BucketLock) -> tuple[list[str], list[str]]:
+    """(problems, warnings) for `check`: a lock the policy needs and the bucket cannot give is a
+    problem; a bucket default retention is a warning, whatever the policy."""
+    problems = []
+    if policy.mode is not None:
+        if not bucket.versioning:
+            problems.append("versioning is not enabled (Object Lock needs it)")
+        if not bucket.object_lock:
+            problems.append(
+                f"Object Lock is not enabled, so retention.mode = {policy.mode.value!r} cannot"
+                " lock anything (it can only be turned on for a bucket, not per object)"
+            )
+    warnings = []
+    if bucket.default_retention:
+        warnings.append(
+            f"the bucket has a default retention ({bucket.default_retention}); it counts from"
+            " the upload, so a backfill of old calls would be kept that much past their date."
+            " Locks from retention.mode are dated from each call; consider removing the default"
+        )
+    return problems, warnings

@@ -40,7 +40,7 @@ from archiver import layout
 from archiver.config import MIN_PART_SIZE, S3Config
 from archiver.errors import ArchiverError, RecordingFailed, SinkUnavailable
 from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
-from archiver.retention import Lock
+from archiver.retention import BucketLock, Lock
 
 log = structlog.get_logger(__name__)
 
@@ -231,6 +231,33 @@ class S3Sink:
         except (ClientError, BotoCoreError) as exc:
             log.warning("s3.check_probe_left", key=key, error=str(self._error(exc, "delete from")))
         log.info("s3.check", bucket=self.bucket, endpoint=self._endpoint)
+
+    def lock_configuration(self) -> BucketLock:
+        """Versioning, Object Lock and a default retention, as the bucket reports them."""
+        try:
+            versioning = self._client.get_bucket_versioning(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "read from") from exc
+        try:
+            found = self._client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) != "ObjectLockConfigurationNotFoundError":
+                raise self._error(exc, "read from") from exc
+            found = {}
+        except BotoCoreError as exc:
+            raise self._error(exc, "read from") from exc
+        configuration = found.get("ObjectLockConfiguration") or {}
+        default = (configuration.get("Rule") or {}).get("DefaultRetention") or {}
+        period = (
+            f"{default.get('Years')} years"
+            if default.get("Years")
+            else f"{default.get('Days')} days"
+        )
+        return BucketLock(
+            versioning=versioning.get("Status") == "Enabled",
+            object_lock=configuration.get("ObjectLockEnabled") == "Enabled",
+            default_retention=f"{default.get('Mode')} {period}" if default else None,
+        )
 
     def _put_single(
         self, key: str, recording: Recording, staged: StagedFile, lock: Lock | None

@@ -19,7 +19,7 @@ from archiver import sink as sink_module
 from archiver.config import S3Config
 from archiver.errors import SinkUnavailable
 from archiver.models import Recording, StagedFile
-from archiver.retention import Lock, LockMode
+from archiver.retention import BucketLock, Lock, LockMode
 from archiver.sink import PutOutcome, S3Sink, StoredObject, make_client
 
 RID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
@@ -293,3 +293,22 @@ def test_a_locked_write_carries_the_mode_and_the_date_from_the_call(
     head = sink.head(stored.key)
     assert head is not None and head.lock_mode == "COMPLIANCE"
     assert head.retain_until == until
+
+
+def test_the_bucket_reports_versioning_object_lock_and_a_default_retention(
+    moto_server: str,
+) -> None:
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    plain, locked = (f"{kind}-{uuid.uuid4().hex[:12]}" for kind in ("plain", "locked"))
+    client.create_bucket(Bucket=plain)
+    client.create_bucket(Bucket=locked, ObjectLockEnabledForBucket=True)
+    client.put_object_lock_configuration(
+        Bucket=locked,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Years": 5}},
+        },
+    )
+    sink = lambda bucket: S3Sink(S3Config(bucket=bucket, endpoint_url=moto_server))  # noqa: E731
+    assert sink(plain).lock_configuration() == BucketLock(False, False, None)
+    assert sink(locked).lock_configuration() == BucketLock(True, True, "GOVERNANCE 5 years")

@@ -503,3 +503,19 @@ def test_with_expired_skip_an_old_recording_is_never_downloaded_and_ends_expired
     assert h.checkpoint.watermark().position == NOW
     h.new_pass(retention=policy).run()  # terminal: never tried again
     assert h.source.downloads == [new.recording_id]
+
+
+def test_verify_reports_an_object_locked_short_of_what_was_written(h: Harness) -> None:
+    from archiver.app import verify
+
+    policy = retention_harness(h, Expired.ARCHIVE)
+    h.new_pass(retention=policy).run()
+    assert verify(h.checkpoint, h.store, None, None).problems == 0
+    _, new = h.source.recordings
+    key = h.store.key_for(new)
+    lock = h.store.locks[key]
+    h.store.locks[key] = Lock(lock.mode, lock.retain_until - timedelta(days=1))
+    report = verify(h.checkpoint, h.store, None, None)
+    assert report.wrong_lock == [key] and report.problems == 1
+    h.store.locks[key] = Lock(LockMode.GOVERNANCE, lock.retain_until + timedelta(days=700))
+    assert verify(h.checkpoint, h.store, None, None).problems == 0  # extended: fine

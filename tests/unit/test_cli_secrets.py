@@ -14,6 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from archiver import app, cli, cradle, sink
+from archiver.retention import BucketLock
 
 KEY = "k-S3cretVALUE"
 
@@ -37,6 +38,9 @@ class FakeSink:
 
     def check_write(self) -> None:
         pass
+
+    def lock_configuration(self) -> BucketLock:
+        return BucketLock(versioning=False, object_lock=False)
 
 
 class FakeArchiver:

@@ -64,3 +64,16 @@ def test_the_policy_locks_from_the_call_and_knows_an_expired_one() -> None:
     off = RetentionPolicy()
     assert off.lock_for(T, now) is None and not off.is_expired(old, now)
     assert LockMode.GOVERNANCE.s3 == "GOVERNANCE"
+
+
+def test_check_names_what_a_locking_policy_lacks_and_warns_of_a_default() -> None:
+    from archiver.retention import BucketLock, judge_bucket
+
+    locking = RetentionPolicy(LockMode.COMPLIANCE)
+    problems, warnings = judge_bucket(locking, BucketLock(versioning=False, object_lock=False))
+    assert [p.split(" ")[0] for p in problems] == ["versioning", "Object"] and warnings == []
+    problems, warnings = judge_bucket(
+        RetentionPolicy(), BucketLock(True, True, default_retention="COMPLIANCE 5 years")
+    )
+    assert problems == [] and "backfill" in warnings[0] and "COMPLIANCE 5 years" in warnings[0]
+    assert judge_bucket(locking, BucketLock(True, True)) == ([], [])
