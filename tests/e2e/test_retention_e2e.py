@@ -1,0 +1,122 @@
+"""Retention end to end on SeaweedFS, a store that enforces Object Lock: the CLI as a process
+against the simulator, then every object's lock read back from the bucket."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from archiver.retention import Period
+from tests import seaweed
+from tests.e2e.harness import Bucket, cli, events, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def locked_bucket(endpoint: str, *, object_lock: bool = True) -> Bucket:
+    client = seaweed.client(endpoint)
+    name = f"locked-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
+    if not object_lock:
+        client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return Bucket(name, endpoint, client)
+
+
+def recordings_in(sim: Any, bucket: Bucket) -> dict[str, Any]:
+    """key -> simulator record, for every recording the simulator serves."""
+    return {
+        f"calls/{rec.started_at:%Y/%m/%d}/{rec.recording_id}.mp3": rec
+        for rec in sim.recordings()
+        if rec.poison is None and "url" in rec.entry
+    }
+
+
+def test_every_object_is_locked_until_its_call_plus_the_period_and_old_ones_follow_expired(
+    tmp_path: Path, simulator: Any, seaweed_server: str
+) -> None:
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    # Calls over the last three days, under a two-day period: the oldest are already expired.
+    sim = simulator(start=end - timedelta(days=3), end=end, per_hour=0.5, bytes_per_second=200)
+    bucket = locked_bucket(seaweed_server)
+    config = write_config(
+        tmp_path / "config.toml",
+        sim,
+        bucket,
+        archive={"window": "1d", "settle_delay": "0s"},
+        retention={"mode": "compliance", "period": "2d", "expired": "skip"},
+    )
+    check = cli("check", config=config)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert "retention   ok" in check.stdout
+
+    result = cli("run", "--once", config=config, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    now = datetime.now(UTC)
+    wanted = recordings_in(sim, bucket)
+    expired = {k for k, rec in wanted.items() if Period(days=2).after(rec.started_at) <= now}
+    assert expired and len(expired) < len(wanted)
+    keys = set(bucket.object_keys())
+    assert keys == set(wanted) - expired  # the expired ones were skipped, never downloaded
+    for key in keys:
+        head = bucket.client.head_object(Bucket=bucket.name, Key=key)
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        assert head["ObjectLockRetainUntilDate"] == Period(days=2).after(wanted[key].started_at)
+    skipped = [e for e in events(result.stderr) if e.get("event") == "recording.expired"]
+    assert len(skipped) == len(expired)
+
+    # A locked version cannot be deleted, not even by its writer.
+    key = sorted(keys)[0]
+    version = bucket.client.head_object(Bucket=bucket.name, Key=key)["VersionId"]
+    with pytest.raises(ClientError):
+        bucket.client.delete_object(Bucket=bucket.name, Key=key, VersionId=version)
+    assert bucket.client.head_object(Bucket=bucket.name, Key=key, VersionId=version)
+
+    status = cli("status", "--json", config=config)
+    assert '"expired": ' + str(len(expired)) in status.stdout
+    verify = cli("verify", config=config)
+    assert verify.returncode == 0, verify.stdout + verify.stderr[-1000:]
+
+
+def test_with_expired_archive_old_calls_are_kept_unlocked(
+    tmp_path: Path, simulator: Any, seaweed_server: str
+) -> None:
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    sim = simulator(start=end - timedelta(days=3), end=end, per_hour=0.3, bytes_per_second=200)
+    bucket = locked_bucket(seaweed_server)
+    config = write_config(
+        tmp_path / "config.toml",
+        sim,
+        bucket,
+        archive={"window": "1d", "settle_delay": "0s"},
+        retention={"mode": "governance", "period": "2d", "expired": "archive"},
+    )
+    result = cli("run", "--once", config=config, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    now = datetime.now(UTC)
+    wanted = recordings_in(sim, bucket)
+    assert set(bucket.object_keys()) == set(wanted)
+    modes = {
+        key: bucket.client.head_object(Bucket=bucket.name, Key=key).get("ObjectLockMode")
+        for key in wanted
+    }
+    for key, rec in wanted.items():
+        due = Period(days=2).after(rec.started_at) > now
+        assert modes[key] == ("GOVERNANCE" if due else None), key
+
+
+def test_check_names_a_bucket_without_object_lock(
+    tmp_path: Path, simulator: Any, seaweed_server: str
+) -> None:
+    sim = simulator(per_hour=2)
+    bucket = locked_bucket(seaweed_server, object_lock=False)
+    config = write_config(
+        tmp_path / "config.toml", sim, bucket, retention={"mode": "compliance", "period": "5y"}
+    )
+    check = cli("check", config=config)
+    assert check.returncode == 1
+    assert "Object Lock is not enabled" in check.stderr and bucket.name in check.stderr
