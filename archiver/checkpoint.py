@@ -310,6 +310,21 @@ class Checkpoint:
                 ),
             )
 
+    def set_lock(self, recording_id: str, lock: Lock) -> None:
+        """What an archived recording is locked with now (`retention extend` moved it on).
+        Recorded per recording as it is done, so a run killed midway resumes where it was."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE recordings SET lock_mode = ?, retain_until = ?, updated_at = ?"
+                " WHERE recording_id = ? AND state = 'archived'",
+                (
+                    lock.mode.value,
+                    _micros(lock.retain_until),
+                    self._now(),
+                    recording_id.lower(),
+                ),
+            )
+
     def mark_expired(self, recording_id: str) -> None:
         """Past its retain-until before it was archived, with `retention.expired = "skip"`:
         terminal, never downloaded, never retried."""

@@ -30,6 +30,7 @@ from archiver.errors import (
     UsageError,
 )
 from archiver.models import parse_time, utc_now
+from archiver.retention import Period, parse_period
 
 log = structlog.get_logger("archiver.cli")
 PROG = "cradle-archiver"
@@ -104,6 +105,30 @@ def _retry_arguments(retry: argparse.ArgumentParser) -> None:
     retry.add_argument("ids", nargs="*", metavar="ID")
 
 
+def _retention_arguments(retention: argparse.ArgumentParser) -> None:
+    actions = retention.add_subparsers(dest="retention_action", required=True, metavar="ACTION")
+    extend = actions.add_parser(
+        "extend", help="move the Object Lock of archived recordings on (never back)"
+    )
+    target = extend.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--period", type=_period_arg, metavar="P", help='each call plus P ("7y", "2555d")'
+    )
+    target.add_argument(
+        "--until-date", type=_time_arg, metavar="T", help="one date for every recording"
+    )
+    extend.add_argument("--from", dest="since", type=_time_arg, default=None, metavar="T")
+    extend.add_argument("--until", type=_time_arg, default=None, metavar="T")
+    extend.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+
+def _period_arg(text: str) -> Period:
+    try:
+        return parse_period(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _simulate_arguments(simulate: argparse.ArgumentParser) -> None:
     from archiver.simulator import add_arguments  # only `simulate` pays for the import
 
@@ -119,6 +144,10 @@ _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Non
     "retry": ("put dead-lettered recordings back to pending", _retry_arguments),
     "check": ("validate the config, the API credentials and S3 write access", lambda p: None),
     "simulate": ("serve a local Cradle API simulator", _simulate_arguments),
+    "retention": (
+        "retention extend: lengthen the Object Lock of archived recordings",
+        _retention_arguments,
+    ),
 }
 
 
@@ -267,16 +296,84 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     from archiver.checkpoint import Checkpoint
+    from archiver.sink import S3Sink
+    from archiver.trail import Action, record
 
     if args.all == bool(args.ids):
         raise UsageError("retry: give either --all or one or more recording ids")
     config = _config(args, require_credentials=False)
+    started = utc_now()
     with Checkpoint.open(config.state.path, writer=False, create=False) as checkpoint:
         changed = checkpoint.retry(None if args.all else [i.lower() for i in args.ids])
+    action = Action(
+        action="retry",
+        arguments=sys.argv[1:],
+        started_at=started,
+        finished_at=utc_now(),
+        counts={"retried": len(changed)},
+        recordings=changed,
+    )
+    key = record(S3Sink(config.s3), config.s3.prefix, action, config.retention, utc_now())
     print(f"{len(changed)} recordings put back to pending; the next pass retries them")
+    print(f"audit record {key}")
     unknown = sorted({i.lower() for i in args.ids} - set(changed))
     for recording_id in unknown:
         print(f"  not dead-lettered (unknown, pending or archived): {recording_id}")
+    return EXIT_OK
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from archiver.checkpoint import Checkpoint
+    from archiver.extend import Target, extend
+    from archiver.models import RecordingRow
+    from archiver.retention import Lock
+    from archiver.sink import S3Sink
+    from archiver.trail import Action, record
+
+    config = _config(args, require_credentials=False)
+    mode = config.retention.mode
+    if mode is None:
+        raise UsageError(
+            "retention extend: retention.mode is not set in the config; set it to the mode the"
+            ' bucket\'s objects are locked with ("governance" or "compliance")'
+        )
+    target = Target(period=args.period, until_date=args.until_date)
+    shutdown = Shutdown(config.schedule.shutdown_timeout.total_seconds())
+    started = utc_now()
+    with Checkpoint.open(config.state.path, writer=False, create=False) as checkpoint:
+        rows = checkpoint.archived(since=args.since, until=args.until)
+        if args.dry_run:
+            plan = extend(rows, target, mode, None, shutdown.stop)
+            print(
+                f"dry run: {plan.extended} of {plan.checked} archived recordings would be locked"
+                f" longer ({plan.already_later} already locked as long or longer)"
+            )
+            if plan.earliest and plan.latest:
+                print(
+                    f"new retain-until dates from {plan.earliest:%Y-%m-%d} to {plan.latest:%Y-%m-%d}"
+                )
+            return EXIT_OK
+        sink = S3Sink(config.s3)
+
+        def apply(row: RecordingRow, lock: Lock) -> None:
+            sink.extend_retention(row.key or sink.key_for(row.recording), lock)
+            checkpoint.set_lock(row.recording.recording_id, lock)
+
+        done = extend(rows, target, mode, apply, shutdown.stop)
+        action = Action(
+            action="retention-extend",
+            arguments=sys.argv[1:],
+            started_at=started,
+            finished_at=utc_now(),
+            counts=done.counts(),
+            recordings=done.recordings,
+            latest_date=done.latest,
+        )
+        key = record(sink, config.s3.prefix, action, config.retention, utc_now())
+    print(
+        f"{done.extended} extended, {done.already_later} already locked as long or longer,"
+        f" {done.checked} checked; audit record {key}"
+    )
     return EXIT_OK
 
 
@@ -338,5 +435,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "verify": cmd_verify,
     "retry": cmd_retry,
     "check": cmd_check,
+    "retention": cmd_retention,
     "simulate": cmd_simulate,
 }

@@ -232,6 +232,41 @@ class S3Sink:
             log.warning("s3.check_probe_left", key=key, error=str(self._error(exc, "delete from")))
         log.info("s3.check", bucket=self.bucket, endpoint=self._endpoint)
 
+    def write_once(
+        self, key: str, body: bytes, content_type: str, lock: Lock | None = None
+    ) -> None:
+        """A small object of ours (an audit record, a manifest), written once: an object
+        already at the key is an error, never overwritten."""
+        args = self._storage_args()
+        args.update(
+            Body=body,
+            ContentType=content_type,
+            ContentLength=len(body),
+            ChecksumSHA256=_base64_digest(hashlib.sha256(body).digest()),
+        )
+        if lock is not None:
+            args.update(
+                ChecksumAlgorithm="SHA256",
+                ObjectLockMode=lock.mode.s3,
+                ObjectLockRetainUntilDate=lock.retain_until,
+            )
+        try:
+            self._conditional_write("put_object", key, args)
+        except _KeyTaken:
+            raise SinkUnavailable(
+                f"an object is already at {key} in bucket {self.bucket}; it was left as it is"
+            ) from None
+
+    def extend_retention(self, key: str, lock: Lock) -> None:
+        """Move an object's retain-until on (S3 refuses to shorten a COMPLIANCE lock)."""
+        self._call(
+            "put_object_retention",
+            "write to",
+            Key=key,
+            Retention={"Mode": lock.mode.s3, "RetainUntilDate": lock.retain_until},
+            ChecksumAlgorithm="SHA256",
+        )
+
     def lock_configuration(self) -> BucketLock:
         """Versioning, Object Lock and a default retention, as the bucket reports them."""
         try:

@@ -215,6 +215,19 @@ def test_verify_retry_and_check(tmp_path: Path, simulator: Any, bucket: Bucket) 
     retry = cli("retry", "--all", config=config)
     assert retry.returncode == 0 and "1 recordings put back" in retry.stdout
     assert json.loads(cli("status", "--json", config=config).stdout)["pending"] == 1
+    (trail,) = [k for k in bucket.object_keys() if k.startswith("calls/audit/")]
+    assert trail.endswith("-retry.json") and trail in retry.stdout
+    record = json.loads(bucket.client.get_object(Bucket=bucket.name, Key=trail)["Body"].read())
+    assert record["action"] == "retry" and record["counts"] == {"retried": 1}
+    assert record["command"][1:] == [
+        "--log-format",
+        "json",
+        "--config",
+        str(config),
+        "retry",
+        "--all",
+    ]
+    assert record["who"]["user"] and record["who"]["host"]
 
     check = cli("check", config=config)
     assert check.returncode == 0, check.stdout + check.stderr

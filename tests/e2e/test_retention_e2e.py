@@ -3,6 +3,7 @@ against the simulator, then every object's lock read back from the bucket."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from archiver.retention import Period
 from tests import seaweed
-from tests.e2e.harness import Bucket, cli, events, write_config
+from tests.e2e.harness import Bucket, cli, events, spawn, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -120,3 +121,51 @@ def test_check_names_a_bucket_without_object_lock(
     check = cli("check", config=config)
     assert check.returncode == 1
     assert "Object Lock is not enabled" in check.stderr and bucket.name in check.stderr
+
+
+def test_retention_extend_moves_every_date_on_resumes_after_a_kill_and_leaves_a_record(
+    tmp_path: Path, simulator: Any, seaweed_server: str
+) -> None:
+    sim = simulator(per_hour=12)
+    bucket = locked_bucket(seaweed_server)
+    config = write_config(
+        tmp_path / "config.toml",
+        sim,
+        bucket,
+        retention={"mode": "governance", "period": "5y"},
+        schedule={"shutdown_timeout": "10s"},
+    )
+    assert cli("run", "--once", config=config).returncode == 0
+    wanted = {k: rec for k, rec in recordings_in(sim, bucket).items()}
+    assert len(wanted) >= 20
+
+    plan = cli("retention", "extend", "--period", "7y", "--dry-run", config=config)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert f"dry run: {len(wanted)} of {len(wanted)}" in plan.stdout
+
+    # Killed after a few: the second run goes on from there and redoes nothing.
+    process = spawn("retention", "extend", "--period", "7y", config=config)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if '"retention.extended"' in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=30)
+    again = cli("retention", "extend", "--period", "7y", config=config)
+    assert again.returncode == 0, again.stderr[-2000:]
+    extended = int(again.stdout.split(" extended")[0])
+    # The event is logged once S3 and the checkpoint have the new date: at least that one (and
+    # however many more the first run did before the kill landed) is not redone.
+    assert extended < len(wanted)
+    assert f"{len(wanted) - extended} already locked as long or longer" in again.stdout
+    for key, rec in wanted.items():
+        head = bucket.client.head_object(Bucket=bucket.name, Key=key)
+        assert head["ObjectLockRetainUntilDate"] == Period(years=7).after(rec.started_at)
+
+    # Never shortened: back to 5 years changes nothing.
+    back = cli("retention", "extend", "--period", "5y", config=config)
+    assert back.returncode == 0 and back.stdout.startswith("0 extended")
+    trails = [k for k in bucket.object_keys() if k.startswith("calls/audit/")]
+    assert len(trails) == 2 and all(k.endswith("-retention-extend.json") for k in trails)
+    verify = cli("verify", config=config)
+    assert verify.returncode == 0, verify.stdout
