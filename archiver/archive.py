@@ -25,6 +25,7 @@ from archiver.errors import (
     Interrupted,
     RecordingFailed,
 )
+from archiver.holds import HoldRule
 from archiver.models import (
     PassOutcome,
     PassResult,
@@ -84,8 +85,13 @@ class Store(Protocol):
 
     def key_for(self, recording: Recording) -> str: ...
     def put(
-        self, recording: Recording, staged: StagedFile, lock: Lock | None = None
+        self,
+        recording: Recording,
+        staged: StagedFile,
+        lock: Lock | None = None,
+        legal_hold: bool = False,
     ) -> PutResult: ...
+    def set_legal_hold(self, key: str, on: bool) -> None: ...
     def abort_stale_uploads(self, ours: Callable[[str], bool]) -> int: ...
 
 
@@ -117,6 +123,7 @@ class Ledger(Protocol):
         audio_seconds: float | None = None,
     ) -> None: ...
     def mark_expired(self, recording_id: str) -> None: ...
+    def holds(self) -> list[HoldRule]: ...
     def record_failure(
         self, recording_id: str, reason: str, *, dead_letter: bool, max_attempts: int
     ) -> RecordingRow: ...
@@ -184,6 +191,7 @@ class Upload:
     recording: Recording
     staged: StagedFile
     lock: Lock | None
+    legal_hold: bool
     future: Future[tuple[PutResult, float]]  # and the upload's seconds
     download_seconds: float  # retries included
 
@@ -372,8 +380,11 @@ class ArchivePass:
                         self._settle(previous)
                     if staged is not None:
                         lock = self._lock_for(row.recording)
-                        future = uploads.submit(self._upload, row.recording, staged, lock)
-                        in_flight = Upload(row.recording, staged, lock, future, download_seconds)
+                        held = self._held(row.recording)
+                        future = uploads.submit(self._upload, row.recording, staged, lock, held)
+                        in_flight = Upload(
+                            row.recording, staged, lock, held, future, download_seconds
+                        )
                 previous, in_flight = in_flight, None
                 if previous is not None:
                     self._settle(previous)
@@ -448,11 +459,15 @@ class ArchivePass:
             )
         return lock
 
+    def _held(self, recording: Recording) -> bool:
+        """A hold rule matches: the object is written with the legal hold on."""
+        return any(rule.matches(recording) for rule in self.ledger.holds())
+
     def _upload(
-        self, recording: Recording, staged: StagedFile, lock: Lock | None
+        self, recording: Recording, staged: StagedFile, lock: Lock | None, legal_hold: bool
     ) -> tuple[PutResult, float]:
         started = time.monotonic()
-        result = self.store.put(recording, staged, lock)
+        result = self.store.put(recording, staged, lock, legal_hold)
         return result, time.monotonic() - started
 
     def _settle(self, upload: Upload) -> None:
@@ -489,6 +504,11 @@ class ArchivePass:
             key=key,
             lock=upload.lock,
         )
+        if not upload.legal_hold and self._held(recording):
+            # A `hold add` ran between this upload's start and the line above, and so did not
+            # see it archived: the hold it asks for is set here instead.
+            self.store.set_legal_hold(key, True)
+            log.info("recording.held", recording_id=recording.recording_id, key=key)
         # Only now: a kill before this line leaves the body staged for the next process.
         self.spool.discard(staged)
         self.tally.archived += 1

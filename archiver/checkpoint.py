@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from archiver.errors import CheckpointError, CheckpointLocked, MalformedEntry
+from archiver.holds import HoldRule, Selector
 from archiver.models import (
     PassOutcome,
     PassResult,
@@ -116,8 +117,8 @@ CREATE TABLE passes (
 );
 CREATE INDEX passes_kind ON passes (kind, id);
 """
-# Version 2: the terminal state `expired` (retention.expired = "skip"), and what an archived
-# recording was locked with and how long its audio walked. SQLite cannot change a CHECK in
+# Version 2: the terminal state `expired` (retention.expired = "skip"), what an archived
+# recording was locked with and how long its audio walked, and the legal holds' rules. SQLite cannot change a CHECK in
 # place, so the table is rebuilt (its indexes and triggers go with it and are made again).
 _SCHEMA_V2 = """
 CREATE TABLE recordings_v2 (
@@ -145,6 +146,10 @@ CREATE INDEX recordings_archived ON recordings (started_at) WHERE state = 'archi
 CREATE INDEX recordings_troubled ON recordings (updated_at)
     WHERE state <> 'archived' AND attempts > 0;
 INSERT INTO state_counts VALUES ('expired', 0);
+CREATE TABLE holds (
+    id INTEGER PRIMARY KEY, selector TEXT NOT NULL, selection TEXT NOT NULL,  -- a JSON array
+    reason TEXT NOT NULL, created_at INTEGER NOT NULL, UNIQUE (selector, selection)
+);
 CREATE TRIGGER recordings_counted_insert AFTER INSERT ON recordings BEGIN
     UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
 END;
@@ -324,6 +329,29 @@ class Checkpoint:
                     recording_id.lower(),
                 ),
             )
+
+    def add_hold(self, rule: HoldRule) -> bool:
+        """Keep a hold rule; False when one selecting the same recordings is kept already."""
+        with self._write() as conn:
+            added = conn.execute(
+                "INSERT INTO holds (selector, selection, reason, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (selector, selection) DO NOTHING",
+                (rule.selector.value, json.dumps(rule.values), rule.reason, self._now()),
+            ).rowcount
+        return bool(added)
+
+    def remove_hold(self, rule: HoldRule) -> bool:
+        """Drop the rule selecting what `rule` selects; False when there was none."""
+        with self._write() as conn:
+            removed = conn.execute(
+                "DELETE FROM holds WHERE selector = ? AND selection = ?",
+                (rule.selector.value, json.dumps(rule.values)),
+            ).rowcount
+        return bool(removed)
+
+    def holds(self) -> list[HoldRule]:
+        rows = self._query("SELECT selector, selection, reason FROM holds ORDER BY id")
+        return [HoldRule(Selector(row[0]), tuple(json.loads(row[1])), row[2]) for row in rows]
 
     def mark_expired(self, recording_id: str) -> None:
         """Past its retain-until before it was archived, with `retention.expired = "skip"`:

@@ -29,6 +29,7 @@ from archiver.errors import (
     SinkUnavailable,
     UsageError,
 )
+from archiver.holds import HoldRule, Selector, period_rule
 from archiver.models import parse_time, utc_now
 from archiver.retention import Period, parse_period
 
@@ -122,6 +123,22 @@ def _retention_arguments(retention: argparse.ArgumentParser) -> None:
     extend.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
 
+def _hold_arguments(hold: argparse.ArgumentParser) -> None:
+    actions = hold.add_subparsers(dest="hold_action", required=True, metavar="ACTION")
+    for name, help_text in (
+        ("add", "put matching recordings on legal hold, now and as they are archived"),
+        ("remove", "lift a hold (recordings another hold still matches stay held)"),
+    ):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument("ids", nargs="*", metavar="ID", help="recording ids")
+        action.add_argument("--number", help="the Cradle number or the third party's")
+        action.add_argument("--agent", metavar="EMAIL", help="agent1 or agent2")
+        action.add_argument("--from", dest="since", type=_time_arg, metavar="T")
+        action.add_argument("--until", type=_time_arg, metavar="T")
+        action.add_argument("--reason", required=True, metavar="TEXT", help="why (audit trail)")
+    actions.add_parser("list", help="the holds in force")
+
+
 def _period_arg(text: str) -> Period:
     try:
         return parse_period(text)
@@ -144,6 +161,7 @@ _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Non
     "retry": ("put dead-lettered recordings back to pending", _retry_arguments),
     "check": ("validate the config, the API credentials and S3 write access", lambda p: None),
     "simulate": ("serve a local Cradle API simulator", _simulate_arguments),
+    "hold": ("hold add|remove|list: legal holds on recordings", _hold_arguments),
     "retention": (
         "retention extend: lengthen the Object Lock of archived recordings",
         _retention_arguments,
@@ -377,6 +395,86 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def hold_rule(args: argparse.Namespace) -> HoldRule:
+    """The one selector the arguments give, or a usage error naming what is wrong."""
+    given = [
+        name
+        for name, value in (
+            ("ID", args.ids),
+            ("--number", args.number),
+            ("--agent", args.agent),
+            ("--from/--until", args.since or args.until),
+        )
+        if value
+    ]
+    if len(given) != 1:
+        raise UsageError(
+            f"hold {args.hold_action}: select recordings one way: ID ..., --number, --agent,"
+            f" or --from T --until T (got {', '.join(given) or 'none'})"
+        )
+    if args.ids:
+        return HoldRule(Selector.IDS, tuple(sorted({i.lower() for i in args.ids})), args.reason)
+    if args.number:
+        return HoldRule(Selector.NUMBER, (args.number,), args.reason)
+    if args.agent:
+        return HoldRule(Selector.AGENT, (args.agent.lower(),), args.reason)
+    if not (args.since and args.until and args.since < args.until):
+        raise UsageError(f"hold {args.hold_action}: give both --from and --until, --from first")
+    return period_rule(args.since, args.until, args.reason)
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    from archiver.checkpoint import Checkpoint
+    from archiver.sink import S3Sink
+    from archiver.trail import Action, record
+
+    config = _config(args, require_credentials=False)
+    with Checkpoint.open(config.state.path, writer=False, create=False) as checkpoint:
+        if args.hold_action == "list":
+            rules = checkpoint.holds()
+            for rule in rules:
+                print(f"{rule.describe()}  (reason: {rule.reason})")
+            print(f"{len(rules)} holds in force")
+            return EXIT_OK
+        rule = hold_rule(args)
+        started = utc_now()
+        adding = args.hold_action == "add"
+        changed_rules = checkpoint.add_hold(rule) if adding else checkpoint.remove_hold(rule)
+        if not adding and not changed_rules:
+            raise UsageError(f"hold remove: no hold on {rule.describe()} (see `hold list`)")
+        others = checkpoint.holds()
+        sink = S3Sink(config.s3)
+        since, until = (
+            (datetime.fromisoformat(rule.values[0]), datetime.fromisoformat(rule.values[1]))
+            if rule.selector is Selector.PERIOD
+            else (None, None)
+        )
+        touched = []
+        for row in checkpoint.archived(since=since, until=until):
+            if not rule.matches(row.recording):
+                continue
+            if not adding and any(other.matches(row.recording) for other in others):
+                continue  # another hold still wants it held
+            sink.set_legal_hold(row.key or sink.key_for(row.recording), adding)
+            touched.append(row.recording.recording_id)
+        action = Action(
+            action=f"hold-{args.hold_action}",
+            arguments=sys.argv[1:],
+            started_at=started,
+            finished_at=utc_now(),
+            counts={"recordings": len(touched)},
+            recordings=touched,
+            rule={"selects": rule.describe(), "reason": rule.reason},
+        )
+        key = record(sink, config.s3.prefix, action, config.retention, utc_now())
+    state = "on" if adding else "off"
+    print(f"legal hold {state} for {len(touched)} archived recordings ({rule.describe()})")
+    if adding:
+        print("recordings it matches that are archived later are held as they are uploaded")
+    print(f"audit record {key}")
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from archiver.cradle import CradleClient
     from archiver.retention import judge_bucket
@@ -436,5 +534,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retry": cmd_retry,
     "check": cmd_check,
     "retention": cmd_retention,
+    "hold": cmd_hold,
     "simulate": cmd_simulate,
 }

@@ -160,7 +160,13 @@ class S3Sink:
             retain_until=response.get("ObjectLockRetainUntilDate"),
         )
 
-    def put(self, recording: Recording, staged: StagedFile, lock: Lock | None = None) -> PutResult:
+    def put(
+        self,
+        recording: Recording,
+        staged: StagedFile,
+        lock: Lock | None = None,
+        legal_hold: bool = False,
+    ) -> PutResult:
         """Archive `staged` as `recording`'s object unless an object is already at its key."""
         key = self.key_for(recording)
         existing = self.head(key)
@@ -169,10 +175,11 @@ class S3Sink:
         multipart = staged.size >= self._multipart_threshold
         started = time.monotonic()
         try:
+            args = self._object_args(recording, staged, lock, legal_hold)
             if multipart:
-                self._put_multipart(key, recording, staged, lock)
+                self._put_multipart(key, staged, args)
             else:
-                self._put_single(key, recording, staged, lock)
+                self._put_single(key, staged, args, locked=lock is not None or legal_hold)
         except _KeyTaken:
             log.info("s3.put_raced", key=key)
             existing = self.head(key)
@@ -257,6 +264,15 @@ class S3Sink:
                 f"an object is already at {key} in bucket {self.bucket}; it was left as it is"
             ) from None
 
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        self._call(
+            "put_object_legal_hold",
+            "write to",
+            Key=key,
+            LegalHold={"Status": "ON" if on else "OFF"},
+            ChecksumAlgorithm="SHA256",
+        )
+
     def extend_retention(self, key: str, lock: Lock) -> None:
         """Move an object's retain-until on (S3 refuses to shorten a COMPLIANCE lock)."""
         self._call(
@@ -295,12 +311,11 @@ class S3Sink:
         )
 
     def _put_single(
-        self, key: str, recording: Recording, staged: StagedFile, lock: Lock | None
+        self, key: str, staged: StagedFile, args: dict[str, Any], *, locked: bool
     ) -> None:
         # The whole body's SHA-256 also answers S3's rule that a locked write carry a checksum.
-        args = self._object_args(recording, staged, lock)
         args["ChecksumSHA256"] = _base64_digest(bytes.fromhex(staged.sha256))
-        if lock is not None:
+        if locked:
             # S3 wants the algorithm named (x-amz-sdk-checksum-algorithm) on a locked write; the
             # value we give is still ours, so nothing is computed again or sent as a trailer.
             args["ChecksumAlgorithm"] = "SHA256"
@@ -309,11 +324,8 @@ class S3Sink:
             args["Body"] = body
             self._conditional_write("put_object", key, args)
 
-    def _put_multipart(
-        self, key: str, recording: Recording, staged: StagedFile, lock: Lock | None
-    ) -> None:
+    def _put_multipart(self, key: str, staged: StagedFile, args: dict[str, Any]) -> None:
         # Every part carries its SHA-256, which a locked multipart upload requires.
-        args = self._object_args(recording, staged, lock)
         upload_id = self._call(
             "create_multipart_upload", "write to", Key=key, ChecksumAlgorithm="SHA256", **args
         )["UploadId"]
@@ -417,12 +429,14 @@ class S3Sink:
             raise self._error(exc, action, conditional=conditional) from exc
 
     def _object_args(
-        self, recording: Recording, staged: StagedFile, lock: Lock | None
+        self, recording: Recording, staged: StagedFile, lock: Lock | None, legal_hold: bool
     ) -> dict[str, Any]:
         args = self._storage_args()
         if lock is not None:
             args["ObjectLockMode"] = lock.mode.s3
             args["ObjectLockRetainUntilDate"] = lock.retain_until
+        if legal_hold:
+            args["ObjectLockLegalHoldStatus"] = "ON"
         args["ContentType"] = CONTENT_TYPE
         args["Metadata"] = layout.object_metadata(recording, staged.sha256)
         if self._config.tags:

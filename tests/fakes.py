@@ -26,6 +26,13 @@ class FakeStore:
     fail_next: int = 0
     refuse: dict[str, Exception] = field(default_factory=dict)
     locks: dict[str, Lock] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)  # keys with the legal hold on
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        if on:
+            self.held.add(key)
+        else:
+            self.held.discard(key)
 
     def abort_stale_uploads(self, ours: Callable[[str], bool]) -> int:
         return 0
@@ -47,7 +54,13 @@ class FakeStore:
             lock.retain_until if lock else None,
         )
 
-    def put(self, recording: Recording, staged: StagedFile, lock: Lock | None = None) -> PutResult:
+    def put(
+        self,
+        recording: Recording,
+        staged: StagedFile,
+        lock: Lock | None = None,
+        legal_hold: bool = False,
+    ) -> PutResult:
         self.puts += 1
         if self.fail_next:
             self.fail_next -= 1
@@ -63,6 +76,8 @@ class FakeStore:
         self.objects[key] = (data, staged.sha256)
         if lock is not None:
             self.locks[key] = lock
+        if legal_hold:
+            self.held.add(key)
         return PutResult(
             PutOutcome.CREATED, StoredObject(key, len(data), staged.sha256, recording.recording_id)
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,67 @@ def test_retention_extend_moves_every_date_on_resumes_after_a_kill_and_leaves_a_
     assert len(trails) == 2 and all(k.endswith("-retention-extend.json") for k in trails)
     verify = cli("verify", config=config)
     assert verify.returncode == 0, verify.stdout
+
+
+def test_a_hold_by_number_holds_exactly_the_matching_objects_now_and_when_archived_later(
+    tmp_path: Path, simulator: Any, seaweed_server: str
+) -> None:
+    sim = simulator(per_hour=16)
+    bucket = locked_bucket(seaweed_server)
+    config = write_config(
+        tmp_path / "config.toml", sim, bucket, retention={"mode": "governance", "period": "5y"}
+    )
+    records = recordings_in(sim, bucket)
+    ordered = sorted(records.items(), key=lambda item: item[1].started_at)
+    middle = ordered[len(ordered) // 2][1].started_at
+    numbers = Counter(rec.entry.get("cradleNumber") for _, rec in ordered)
+    number = next(
+        n
+        for n, _ in numbers.most_common()
+        if n
+        and any(r.entry.get("cradleNumber") == n and r.started_at < middle for _, r in ordered)
+        and any(r.entry.get("cradleNumber") == n and r.started_at >= middle for _, r in ordered)
+    )
+    first_half = cli(
+        "backfill",
+        "--from",
+        ordered[0][1].started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--until",
+        middle.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        config=config,
+    )
+    assert first_half.returncode == 0, first_half.stderr[-2000:]
+    archived_first = set(bucket.object_keys())
+    hold = cli("hold", "add", "--number", number, "--reason", "case 42", config=config)
+    assert hold.returncode == 0, hold.stderr[-2000:]
+    rest = cli("run", "--once", config=config)
+    assert rest.returncode == 0, rest.stderr[-2000:]
+
+    def held(key: str) -> bool:
+        try:
+            answer = bucket.client.get_object_legal_hold(Bucket=bucket.name, Key=key)
+        except ClientError as exc:  # never held: S3 says there is no configuration
+            assert exc.response["Error"]["Code"] == "NoSuchObjectLegalHold"
+            return False
+        return bool(answer["LegalHold"]["Status"] == "ON")
+
+    matching = {
+        key
+        for key, rec in records.items()
+        if number in (rec.entry.get("cradleNumber"), rec.entry.get("thirdPartyNumber"))
+    }
+    objects = [k for k in bucket.object_keys() if not k.startswith("calls/audit/")]
+    assert set(objects) == set(records)
+    assert {key for key in objects if held(key)} == matching
+    assert matching & archived_first and matching - archived_first  # both paths were used
+    listed = cli("hold", "list", config=config)
+    assert f"number {number}" in listed.stdout and "case 42" in listed.stdout
+
+    lifted = cli("hold", "remove", "--number", number, "--reason", "case closed", config=config)
+    assert lifted.returncode == 0, lifted.stderr[-2000:]
+    assert not any(held(key) for key in objects)
+    trails = sorted(k for k in bucket.object_keys() if k.startswith("calls/audit/"))
+    assert [k.rsplit("-", 2)[-2:] for k in trails] == [
+        ["hold", "add.json"],
+        ["hold", "remove.json"],
+    ]
