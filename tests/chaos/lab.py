@@ -123,6 +123,10 @@ class Proc:
     def saw(self, event: str) -> bool:
         return f'"event": "{event}"' in self.stderr()
 
+    def count(self, event: str) -> int:
+        """How many times the process has logged `event` so far (cheap enough to poll)."""
+        return self.stderr().count(f'"event": "{event}"')
+
     def send(self, signum: int) -> None:
         self.signalled = time.monotonic()
         self.popen.send_signal(signum)
