@@ -51,6 +51,9 @@ class ObservedPass:
     def failed(self, recording: Recording, reason: str) -> None:
         self.metrics.recording_failed(reason)
 
+    def audio_mismatch(self, recording: Recording) -> None:
+        self.metrics.audio_mismatch()
+
     def progress(self, progress: Progress) -> None:
         if self.display is not None:
             self.display(progress)
@@ -102,6 +105,7 @@ class Archiver:
             stop=self.stop,
             events=ObservedPass(self.metrics, on_progress),
             retention=self.config.retention,
+            audio_check=self.config.audio.check,
         )
 
     def run_once(self) -> PassResult:

@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
 
-from archiver.config import ArchiveConfig
+from archiver.audio import mismatched
+from archiver.config import ArchiveConfig, AudioCheck
 from archiver.errors import (
     ApiUnavailable,
     FatalError,
@@ -121,6 +122,7 @@ class Ledger(Protocol):
         key: str,
         lock: Lock | None = None,
         audio_seconds: float | None = None,
+        audio_mismatch: bool = False,
     ) -> None: ...
     def mark_expired(self, recording_id: str) -> None: ...
     def holds(self) -> list[HoldRule]: ...
@@ -144,6 +146,9 @@ class PassEvents(Protocol):
     def failed(self, recording: Recording, reason: str) -> None:
         """A recording was dead-lettered."""
 
+    def audio_mismatch(self, recording: Recording) -> None:
+        """A body's audio is far from its listed duration."""
+
     def progress(self, progress: Progress) -> None:
         """A backfill moved on (a recording settled, a window listed)."""
 
@@ -157,6 +162,9 @@ class NullEvents:
         pass
 
     def failed(self, recording: Recording, reason: str) -> None:
+        pass
+
+    def audio_mismatch(self, recording: Recording) -> None:
         pass
 
     def progress(self, progress: Progress) -> None:
@@ -227,6 +235,7 @@ class ArchivePass:
         stop: threading.Event | None = None,
         events: PassEvents | None = None,
         retention: RetentionPolicy | None = None,
+        audio_check: AudioCheck = AudioCheck.WARN,
     ) -> None:
         self.config = config
         self.source = source
@@ -237,6 +246,7 @@ class ArchivePass:
         self.stop = stop or threading.Event()
         self.events: PassEvents = events or NullEvents()
         self.retention = retention or RetentionPolicy()
+        self.audio_check = audio_check
         self.tally = Tally()
         self._span: tuple[datetime, datetime, datetime] | None = None
 
@@ -403,14 +413,15 @@ class ArchivePass:
     def _fetch(self, row: RecordingRow) -> StagedFile | None:
         """Download and verify one recording, retrying a failed attempt until max_attempts."""
         recording = row.recording
-        staged = self.spool.kept(recording.recording_id)
-        if staged is not None:
+        kept = self.spool.kept(recording.recording_id)
+        if kept is not None:
             # Verified by an earlier process that stopped before recording it; no re-download.
-            log.info("recording.restaged", recording_id=recording.recording_id, bytes=staged.size)
-            return staged
+            log.info("recording.restaged", recording_id=recording.recording_id, bytes=kept.size)
         while True:
             try:
-                return self.source.download(recording, self.spool)
+                staged = kept or self.source.download(recording, self.spool)
+                kept = None
+                return self._checked_audio(recording, staged)
             except RecordingFailed as exc:
                 if self._failed(recording, exc.reason, str(exc), dead_letter=exc.permanent):
                     return None
@@ -426,6 +437,31 @@ class ArchivePass:
                 # the pass, and the traceback is logged for whoever fixes it.
                 if self._internal_error(recording, exc):
                     return None
+
+    def _checked_audio(self, recording: Recording, staged: StagedFile) -> StagedFile:
+        """The walked audio length against `durationSeconds`, per `audio.check`."""
+        if (
+            self.audio_check is AudioCheck.OFF
+            or staged.audio_seconds is None
+            or not mismatched(recording.duration_seconds, staged.audio_seconds)
+        ):
+            return staged
+        message = (
+            f"the body holds {staged.audio_seconds:.1f}s of audio, the list says"
+            f" {recording.duration_seconds}s"
+        )
+        log.warning(
+            "recording.audio_mismatch",
+            recording_id=recording.recording_id,
+            audio_seconds=round(staged.audio_seconds, 1),
+            duration_seconds=recording.duration_seconds,
+            action=self.audio_check.value,
+        )
+        self.events.audio_mismatch(recording)
+        if self.audio_check is AudioCheck.FAIL:
+            self.spool.discard(staged)
+            raise RecordingFailed(message, "audio_mismatch")
+        return replace(staged, audio_mismatch=True)
 
     def _skipped_as_expired(self, recording: Recording) -> bool:
         """With `retention.expired = "skip"`, a recording already past its retain-until is not
@@ -503,6 +539,8 @@ class ArchivePass:
             size=staged.size,
             key=key,
             lock=upload.lock,
+            audio_seconds=staged.audio_seconds,
+            audio_mismatch=staged.audio_mismatch,
         )
         if not upload.legal_hold and self._held(recording):
             # A `hold add` ran between this upload's start and the line above, and so did not

@@ -386,6 +386,20 @@ class FrameWalker:
         self._junk += len(buffer) - position
 
 
+# `durationSeconds` and the walked length may differ by the larger of these before it counts.
+MISMATCH_SECONDS = 2.0
+MISMATCH_FRACTION = 0.02
+
+
+def mismatched(duration_seconds: float | None, audio_seconds: float) -> bool:
+    """The audio is further from the listed duration than rounding and encoder padding explain.
+    Without a listed duration there is nothing to compare."""
+    if duration_seconds is None:
+        return False
+    tolerance = max(MISMATCH_SECONDS, MISMATCH_FRACTION * duration_seconds)
+    return abs(audio_seconds - duration_seconds) > tolerance
+
+
 def walk(chunks: Iterable[bytes]) -> AudioSummary:
     """The summary of a body given as chunks (a body on disk, read again)."""
     walker = FrameWalker()

@@ -132,6 +132,7 @@ CREATE TABLE recordings_v2 (
     first_seen INTEGER NOT NULL, updated_at INTEGER NOT NULL,
     entry TEXT NOT NULL,  -- the list entry, Recording.to_api()
     lock_mode TEXT, retain_until INTEGER, audio_seconds REAL,
+    audio_mismatch INTEGER NOT NULL DEFAULT 0 CHECK (audio_mismatch IN (0, 1)),
     CHECK (state <> 'failed' OR attempts > 0),
     CHECK (state <> 'archived' OR (sha256 IS NOT NULL AND size IS NOT NULL AND key IS NOT NULL))
 );
@@ -145,6 +146,7 @@ CREATE INDEX recordings_pending ON recordings (started_at, recording_id) WHERE s
 CREATE INDEX recordings_archived ON recordings (started_at) WHERE state = 'archived';
 CREATE INDEX recordings_troubled ON recordings (updated_at)
     WHERE state <> 'archived' AND attempts > 0;
+CREATE INDEX recordings_audio_mismatch ON recordings (audio_mismatch) WHERE audio_mismatch = 1;
 INSERT INTO state_counts VALUES ('expired', 0);
 CREATE TABLE holds (
     id INTEGER PRIMARY KEY, selector TEXT NOT NULL, selection TEXT NOT NULL,  -- a JSON array
@@ -292,6 +294,7 @@ class Checkpoint:
         key: str,
         lock: Lock | None = None,
         audio_seconds: float | None = None,
+        audio_mismatch: bool = False,
     ) -> None:
         """Idempotent; archived again with a different sha256 is a bug and raises ValueError."""
         with self._write() as conn:
@@ -302,7 +305,8 @@ class Checkpoint:
                 return
             conn.execute(
                 "UPDATE recordings SET state = 'archived', sha256 = ?, size = ?, key = ?,"
-                " lock_mode = ?, retain_until = ?, audio_seconds = ?, updated_at = ? WHERE id = ?",
+                " lock_mode = ?, retain_until = ?, audio_seconds = ?, audio_mismatch = ?,"
+                " updated_at = ? WHERE id = ?",
                 (
                     sha256,
                     size,
@@ -310,6 +314,7 @@ class Checkpoint:
                     lock.mode.value if lock else None,
                     _micros(lock.retain_until) if lock else None,
                     audio_seconds,
+                    int(audio_mismatch),
                     self._now(),
                     row["id"],
                 ),
@@ -408,6 +413,10 @@ class Checkpoint:
                 " times_seen = times_seen + 1",
                 (raw[:MAX_RAW_CHARS], reason, _micros(window.start), _micros(window.end), now, now),
             )
+
+    def audio_mismatch_count(self) -> int:
+        sql = "SELECT count(*) FROM recordings WHERE audio_mismatch = 1"
+        return int(self._query(sql)[0][0])
 
     def malformed_count(self) -> int:
         return int(self._query("SELECT count(*) FROM malformed")[0][0])

@@ -368,6 +368,8 @@ class CradleClient:
             # compresses although we asked for identity. The decoded bytes are the MP3.
             wire = response.raw.tell()
             problem = _verify_body(receiver.size, wire, expected, receiver.head)
+            if problem is None and not receiver.finish().has_audio:
+                problem = "not_mp3"  # it starts like one, but no MPEG frame follows the tag
             if problem == "truncated":
                 raise RetriableError(f"body has {wire} of {expected} bytes", reason="truncated")
             if problem is not None:

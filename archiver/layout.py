@@ -60,7 +60,13 @@ def recording_id_from_key(key: str) -> str | None:
         return None
 
 
-def object_metadata(recording: Recording, sha256: str) -> dict[str, str]:
+def object_metadata(
+    recording: Recording,
+    sha256: str,
+    *,
+    audio_seconds: float | None = None,
+    audio_mismatch: bool = False,
+) -> dict[str, str]:
     """The user metadata (`x-amz-meta-*`) of a recording's object, ASCII-safe and at most
     `METADATA_MAX` bytes (over-long free text cut, with a marker)."""
     duration = recording.duration_seconds
@@ -75,6 +81,8 @@ def object_metadata(recording: Recording, sha256: str) -> dict[str, str]:
         "cradle-number": recording.cradle_number,
         "third-party-number": recording.third_party_number,
         "sha256": sha256.lower(),
+        "audio-seconds": f"{audio_seconds:.1f}" if audio_seconds is not None else None,
+        "audio-mismatch": "true" if audio_mismatch else None,
     }
     metadata = {k: encode_metadata_value(v) for k, v in fields.items() if v is not None}
     if metadata_size(metadata) <= METADATA_MAX:

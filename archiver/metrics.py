@@ -78,6 +78,10 @@ class Metrics:
             PREFIX + "recordings_failed_total", "Recordings dead-lettered, by reason.", ["reason"]
         )
         self.bytes = counter(PREFIX + "bytes_archived_total", "Bytes of recordings archived.")
+        self.audio_mismatches = counter(
+            PREFIX + "audio_mismatches_total",
+            "Recordings whose walked audio length is far from durationSeconds.",
+        )
         api_help = "Cradle API responses; code 0 when none came (timeout, connection failure)."
         self.api_requests = counter(PREFIX + "api_requests_total", api_help, ["endpoint", "code"])
         self.download = histogram(PREFIX + "download_seconds", "Download time, retries included.")
@@ -94,6 +98,9 @@ class Metrics:
             self.observe_download(download_seconds)
         if upload_seconds is not None:
             self.observe_upload(upload_seconds)
+
+    def audio_mismatch(self) -> None:
+        self.audio_mismatches.inc()
 
     def recording_failed(self, reason: str) -> None:
         self.failed.labels(reason=reason).inc()

@@ -230,6 +230,8 @@ class StagedFile:
     path: Path
     size: int
     sha256: str  # hex
+    audio_seconds: float | None = None  # the MPEG frames walked as the body streamed
+    audio_mismatch: bool = False  # far from durationSeconds, kept under audio.check = "warn"
 
 
 class RecordingState(StrEnum):

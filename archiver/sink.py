@@ -438,7 +438,12 @@ class S3Sink:
         if legal_hold:
             args["ObjectLockLegalHoldStatus"] = "ON"
         args["ContentType"] = CONTENT_TYPE
-        args["Metadata"] = layout.object_metadata(recording, staged.sha256)
+        args["Metadata"] = layout.object_metadata(
+            recording,
+            staged.sha256,
+            audio_seconds=staged.audio_seconds,
+            audio_mismatch=staged.audio_mismatch,
+        )
         if self._config.tags:
             args["Tagging"] = layout.tagging_header(layout.object_tags(recording))
         return args

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from archiver.audio import AudioSummary, FrameWalker
 from archiver.errors import StagingError
 from archiver.models import StagedFile
 
@@ -36,21 +37,30 @@ class Receiver:
         self._partial = partial
         self._final = final
         self._digest = hashlib.sha256()
+        self._audio = FrameWalker()
         self.size = 0
         self.head = b""
+        self.audio: AudioSummary | None = None  # once the body is complete
 
     def write(self, chunk: bytes) -> None:
         if len(self.head) < SNIFF_BYTES:
             self.head = (self.head + chunk)[:SNIFF_BYTES]
         self._digest.update(chunk)
+        self._audio.feed(chunk)
         self.size += len(chunk)
         try:
             self._handle.write(chunk)
         except OSError as exc:
             raise _staging_error(self._partial.parent, exc) from exc
 
+    def finish(self) -> AudioSummary:
+        """The body is complete: what its frame walk found (the body is read once, here)."""
+        self.audio = self._audio.finish()
+        return self.audio
+
     def commit(self) -> StagedFile:
         """The body is verified: make it durable under its final name."""
+        audio = self.audio or self.finish()
         try:
             self._handle.flush()
             os.fsync(self._handle.fileno())
@@ -58,7 +68,12 @@ class Receiver:
             self._partial.replace(self._final)
         except OSError as exc:
             raise _staging_error(self._partial.parent, exc) from exc
-        return StagedFile(path=self._final, size=self.size, sha256=self._digest.hexdigest())
+        return StagedFile(
+            path=self._final,
+            size=self.size,
+            sha256=self._digest.hexdigest(),
+            audio_seconds=audio.seconds if audio.has_audio else None,
+        )
 
     def close(self) -> None:
         self._handle.close()  # a no-op after commit
@@ -93,17 +108,22 @@ class Spool:
         again for its upload; None when there is none."""
         path = self.directory / f"{recording_id}.mp3"
         digest = hashlib.sha256()
+        audio = FrameWalker()
         size = 0
         try:
             with path.open("rb") as handle:
                 while block := handle.read(READ_SIZE):
                     digest.update(block)
+                    audio.feed(block)
                     size += len(block)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise _staging_error(self.directory, exc) from exc
-        return StagedFile(path, size, digest.hexdigest())
+        walked = audio.finish()
+        return StagedFile(
+            path, size, digest.hexdigest(), walked.seconds if walked.has_audio else None
+        )
 
     def discard(self, staged: StagedFile) -> None:
         """The checkpoint has recorded what became of this body: it is no longer needed."""

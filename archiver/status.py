@@ -15,6 +15,7 @@ class StatusSource(Protocol):
     def last_pass(self, kind: str = "pass") -> PassResult | None: ...
     def recent_failures(self, limit: int = 10) -> list[RecordingRow]: ...
     def malformed_count(self) -> int: ...
+    def audio_mismatch_count(self) -> int: ...
 
 
 def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) -> dict[str, Any]:
@@ -29,6 +30,7 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
         "failed": counts[RecordingState.FAILED],
         "expired": counts[RecordingState.EXPIRED],
         "malformed_entries": checkpoint.malformed_count(),
+        "audio_mismatches": checkpoint.audio_mismatch_count(),
         "last_pass": _result(checkpoint.last_pass("pass")),
         "last_backfill": _result(checkpoint.last_pass("backfill")),
         "recent_failures": [
@@ -64,6 +66,11 @@ def render_text(report: dict[str, Any]) -> str:
         + ("   (dead-lettered: see below; `retry` puts them back)" if report["failed"] else ""),
         f"malformed   {report['malformed_entries']} list entries skipped",
     ]
+    if report["audio_mismatches"]:
+        lines.append(
+            f"audio       {report['audio_mismatches']} archived with a length far from the list's"
+            " (audio-mismatch: true)"
+        )
     if report["expired"]:
         lines.append(f"expired     {report['expired']} past their retain-until, skipped")
     for label, key in (("last pass", "last_pass"), ("last backfill", "last_backfill")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import pytest
 
 from archiver.archive import ArchivePass
 from archiver.checkpoint import Checkpoint
-from archiver.config import ArchiveConfig
+from archiver.config import ArchiveConfig, AudioCheck
 from archiver.cradle import Listing
 from archiver.errors import ApiUnavailable, AuthError, RecordingFailed, SinkUnavailable
 from archiver.models import Recording, StagedFile, Window
@@ -519,3 +519,48 @@ def test_verify_reports_an_object_locked_short_of_what_was_written(h: Harness) -
     assert report.wrong_lock == [key] and report.problems == 1
     h.store.locks[key] = Lock(LockMode.GOVERNANCE, lock.retain_until + timedelta(days=700))
     assert verify(h.checkpoint, h.store, None, None).problems == 0  # extended: fine
+
+
+# -- audio checked against the list ----------------------------------------------------------
+
+
+@dataclass
+class ShortAudioSource(FakeSource):
+    """Bodies whose walked audio is 10 s, whatever the list says."""
+
+    def download(self, recording: Recording, spool: Spool) -> StagedFile:
+        return replace(super().download(recording, spool), audio_seconds=10.0)
+
+
+@pytest.mark.parametrize("check", [AudioCheck.WARN, AudioCheck.FAIL, AudioCheck.OFF])
+def test_audio_far_from_the_listed_duration_follows_audio_check(
+    h: Harness, check: AudioCheck
+) -> None:
+    h.source = ShortAudioSource()
+    h.config = ArchiveConfig(
+        start=NOW - timedelta(hours=1), settle_delay=timedelta(0), max_attempts=2
+    )
+    near, far = (
+        make_recording(NOW - timedelta(minutes=40)),
+        make_recording(NOW - timedelta(minutes=20)),
+    )
+    h.source.recordings = [replace(near, duration_seconds=11), replace(far, duration_seconds=60)]
+    archive_pass = ArchivePass(
+        h.config,
+        h.source,
+        h.checkpoint,
+        h.store,
+        Spool(h.tmp_path / "spool"),
+        clock=lambda: h.now,
+        audio_check=check,
+    )
+    result = archive_pass.run()
+    far_row = h.checkpoint.get(far.recording_id)
+    assert far_row is not None
+    if check is AudioCheck.FAIL:
+        assert (result.archived, result.failed) == (1, 1)
+        assert (far_row.state, far_row.reason, far_row.attempts) == ("failed", "audio_mismatch", 2)
+    else:
+        assert result.archived == 2 and far_row.audio_seconds == 10.0
+        mismatches = h.checkpoint.audio_mismatch_count()
+        assert mismatches == (1 if check is AudioCheck.WARN else 0)

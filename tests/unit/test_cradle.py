@@ -21,8 +21,9 @@ from archiver.errors import ApiUnavailable, AuthError, Interrupted, RecordingFai
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, Window
 from archiver.spool import Spool
+from tests.builders import mp3
 
-MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40
+MP3 = mp3(10_250)
 RID = "935f1dc8-b56a-535c-b678-95edf74c593c"
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
 
@@ -348,3 +349,24 @@ def test_a_retry_wait_ends_at_once_when_a_stop_is_asked_for(
     with pytest.raises(Interrupted):
         client.list_recordings(WINDOW, WINDOW.start, WINDOW.end)
     assert time.monotonic() - started < 10
+
+
+def test_a_body_that_starts_like_an_mp3_but_holds_no_frame_is_not_an_mp3(
+    server: tuple[str, Script], sleeps: list[float], tmp_path: Path
+) -> None:
+    url, script = server
+    script.add(body=b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40)
+    with pytest.raises(RecordingFailed) as caught:
+        client_for(url, sleeps).download(recording(url), Spool(tmp_path))
+    assert caught.value.reason == "not_mp3"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_audio_is_walked_as_it_streams(
+    server: tuple[str, Script], sleeps: list[float], tmp_path: Path
+) -> None:
+    url, script = server
+    body = mp3(160_000)  # 10 s at 128 kbps, give or take a frame and the tag
+    script.add(body=body)
+    staged = client_for(url, sleeps).download(recording(url), Spool(tmp_path))
+    assert staged.audio_seconds is not None and abs(staged.audio_seconds - 10.0) < 0.1

@@ -25,8 +25,9 @@ from archiver.errors import ApiUnavailable, RecordingFailed
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, Window
 from archiver.spool import Spool
+from tests.builders import mp3
 
-MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 40
+MP3 = mp3(10_250)
 RID = "935f1dc8-b56a-535c-b678-95edf74c593c"
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
 WINDOW = Window(NOW - timedelta(hours=1), NOW)

@@ -317,3 +317,11 @@ def _plain_fields(rec: Recording) -> dict[str, str]:
         "sha256": SHA,
     }
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def test_the_walked_audio_length_and_a_mismatch_go_in_the_metadata() -> None:
+    call = recording()
+    metadata = layout.object_metadata(call, "ab" * 32, audio_seconds=59.96, audio_mismatch=True)
+    assert metadata["audio-seconds"] == "60.0" and metadata["audio-mismatch"] == "true"
+    plain = layout.object_metadata(call, "ab" * 32)
+    assert "audio-seconds" not in plain and "audio-mismatch" not in plain
