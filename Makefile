@@ -36,6 +36,7 @@ chaos: $(STAMP)
 # Throughput, overlap, memory and checkpoint-scale benchmarks; prints a table.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.audio_walk
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .demo build *.egg-info

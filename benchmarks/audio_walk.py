@@ -15,10 +15,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+from archiver import logs
 from archiver.audio import AudioSummary, FrameWalker
+from archiver.config import CradleConfig
+from archiver.cradle import CradleClient
+from archiver.models import Window
+from archiver.spool import Spool
+from benchmarks.harness import API_KEY, CRADLE_ID, Period, start_simulator
 
 MB = 2**20
 CHUNK = 256 * 1024
@@ -68,6 +77,39 @@ def walk_cost(body: bytes, repeat: int) -> tuple[float, AudioSummary]:
     return best, summary
 
 
+@dataclass(frozen=True)
+class Share:
+    download: float  # CPU seconds of the downloading thread, the walk included
+    walk: float  # CPU seconds of walking the same body alone
+
+
+def download_share(megabytes: int) -> Share:
+    """The archiver's own client downloads one recording of `megabytes` from the simulator on
+    loopback (stream, hash, walk, write, fsync), timed by the CPU of its own thread (the
+    simulator serves from others); then the same body is walked alone."""
+    logs.configure("json", "warning")
+    sim = start_simulator(Period.hours_back(1), per_hour=1, size=megabytes * MB)
+    try:
+        client = CradleClient(CradleConfig(base_url=sim.base_url, id=CRADLE_ID, api_key=API_KEY))
+        window = Window(sim.options.start, sim.options.end)
+        (recording,) = client.list_recordings(window, window.start, window.end).recordings
+        with tempfile.TemporaryDirectory(prefix="audio-walk-") as spool:
+            start = time.thread_time()
+            staged = client.download(recording, Spool(Path(spool)))
+            download = time.thread_time() - start
+            with staged.path.open("rb") as handle:
+                chunks = list(iter(lambda: handle.read(CHUNK), b""))
+        client.close()
+    finally:
+        sim.stop()
+    start = time.thread_time()
+    walker = FrameWalker()
+    for chunk in chunks:
+        walker.feed(chunk)
+    walker.finish()
+    return Share(download, time.thread_time() - start)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.audio_walk")
     parser.add_argument("--megabytes", type=int, default=100)
@@ -81,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         "VBR, bitrate drawn every 4 frames": stream(size, lambda i: vbr_kbps[i // 4 % 4096]),
         "VBR, bitrate drawn every frame": stream(size, lambda i: vbr_kbps[i % 4096]),
     }
+    share = download_share(args.megabytes)
+    print(
+        f"download of one {args.megabytes} MB recording from the simulator: {share.download:.3f} s"
+        f" CPU in the downloading thread, of which the walk {share.walk:.3f} s"
+        f" ({100 * share.walk / share.download:.1f} %; target under 10 %)"
+    )
     for name, body in bodies.items():
         seconds, summary = walk_cost(body, args.repeat)
         start = time.process_time()
