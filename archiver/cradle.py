@@ -134,6 +134,7 @@ class Watchdog:
         self._fired = False
         self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def track(self, connection: HTTPConnection) -> None:
         with self._cond:
@@ -157,9 +158,15 @@ class Watchdog:
     def fired(self) -> bool:
         return self._fired
 
+    def close(self) -> None:
+        """End the watching thread (a client's `close`)."""
+        with self._cond:
+            self._closed, self._deadline = True, None
+            self._cond.notify()
+
     def _watch(self) -> None:
         with self._cond:
-            while True:
+            while not self._closed:
                 if self._deadline is None:
                     self._cond.wait()
                     continue
@@ -263,6 +270,7 @@ class CradleClient:
         self._in_flight = threading.Lock()
 
     def close(self) -> None:
+        self.watchdog.close()
         self.session.close()
 
     def is_on_host(self, url: str) -> bool:
