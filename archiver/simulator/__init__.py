@@ -4,9 +4,10 @@
         ...  # point cradle.base_url at sim.base_url; read sim.stats()
 
 Standard library only (plus structlog), so it runs anywhere the archiver does. Modules:
-`options` (settings), `data` and `body` (the generated account), `listing` (list bodies),
-`faults` (fault decisions), `stats` (counters and the rate gate), `server`, `admin` and
-`canary` (the HTTP side), `simulator` (the object that ties them), `arguments` (CLI flags).
+`kinds` and `options` (settings, each declared once), `data` and `body` (the generated
+account), `listing` (list bodies), `faults` (fault decisions), `stats` (counters and the rate
+gate), `state` (what handlers share), `transport`, `server`, `admin` and `canary` (the HTTP
+side), `simulator` (the object that ties them), `arguments` (CLI flags).
 """
 
 from archiver.simulator.arguments import add_arguments, options_from_args

@@ -7,53 +7,52 @@ that must not disturb what is being measured.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-if TYPE_CHECKING:
-    from archiver.simulator.simulator import Simulator
-    from archiver.simulator.transport import SimHandler
+from archiver.simulator.data import SimRecording
+from archiver.simulator.state import SimState
+from archiver.simulator.transport import SimHandler
 
 PREFIX = "/_sim/"
 _MAX_BODY = 1 << 20
 
 
 def handle(handler: SimHandler, method: str) -> None:
-    sim = handler.server.sim
+    state = handler.server.state
     target = urlsplit(handler.path)
     try:
         body = _read_body(handler) if method == "POST" else b""
-        status, document = _route(sim, method, target.path, parse_qs(target.query), body)
+        status, document = _route(state, method, target.path, parse_qs(target.query), body)
     except (ValueError, TypeError) as exc:
         status, document = 400, {"error": str(exc)}
     handler.send_json(status, document)
 
 
 def _route(
-    sim: Simulator, method: str, path: str, query: dict[str, list[str]], body: bytes
+    state: SimState, method: str, path: str, query: dict[str, list[str]], body: bytes
 ) -> tuple[int, Any]:
     if (method, path) == ("GET", "/_sim/stats"):
-        return 200, sim.stats()
+        return 200, state.counters.snapshot()
     if (method, path) == ("GET", "/_sim/recordings"):
         with_sha = query.get("sha256", ["0"])[0].lower() in ("1", "true", "yes")
-        return 200, [describe(sim, r.recording_id, with_sha) for r in sim.recordings()]
+        return 200, [describe(state, r, with_sha) for r in state.catalog.recordings()]
     if (method, path) == ("GET", "/_sim/faults"):
-        return 200, sim.switches.runtime_switches()
+        return 200, state.switches.runtime_switches()
     if (method, path) == ("POST", "/_sim/faults"):
         changes = json.loads(body or b"{}")
         if not isinstance(changes, dict):
             raise ValueError("expected a JSON object of fault switches")
-        sim.set_faults(**{key.replace("-", "_"): value for key, value in changes.items()})
-        return 200, sim.switches.runtime_switches()
+        state.set_faults(**{key.replace("-", "_"): value for key, value in changes.items()})
+        return 200, state.switches.runtime_switches()
     if (method, path) == ("POST", "/_sim/reset-stats"):
-        sim.reset_stats()
+        state.counters.reset()
         return 200, {"ok": True}
     return 404, {"error": f"no such simulator endpoint: {method} {path}"}
 
 
-def describe(sim: Simulator, recording_id: str, with_sha: bool) -> dict[str, Any]:
+def describe(state: SimState, recording: SimRecording, with_sha: bool) -> dict[str, Any]:
     """One recording as GET /_sim/recordings shows it."""
-    recording = sim.catalog.by_id[recording_id]
     described: dict[str, Any] = {
         "id": recording.recording_id,
         "startedAt": recording.entry["startedAt"],
@@ -65,7 +64,7 @@ def describe(sim: Simulator, recording_id: str, with_sha: bool) -> dict[str, Any
         "url": recording.url,
     }
     if with_sha:
-        described["sha256"] = sim.body_sha256(recording.recording_id)
+        described["sha256"] = state.body_sha256(recording.recording_id)
     return described
 
 

@@ -32,7 +32,7 @@ class CanaryHandler(SimHandler):
         self._answer(with_body=True)
 
     def _answer(self, with_body: bool) -> None:
-        stats = self.server.sim.counters
+        stats = self.server.state.counters
         length = int(self.headers.get("Content-Length") or 0)
         if 0 < length <= 1 << 20:
             self.rfile.read(length)

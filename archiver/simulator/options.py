@@ -1,4 +1,8 @@
-"""The simulator's settings: one frozen value, validated when it is built."""
+"""The simulator's settings: one frozen value, each field declared once with its kind and help.
+
+The declaration is the only place an option's default, range and help are written: validation
+here and the `simulate` flags (`arguments`) are both read off it.
+"""
 
 from __future__ import annotations
 
@@ -7,54 +11,37 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from archiver.models import utc_now
+from archiver.simulator.kinds import (
+    Choice,
+    Kind,
+    Listen,
+    Number,
+    OnOff,
+    Text,
+    Time,
+    declared,
+    option,
+    switch,
+)
 
-BOUNDS = ("half-open", "inclusive", "exclusive")
-RETRY_AFTER_MODES = ("seconds", "date", "none", "mixed")
 POISON_KINDS = ("html", "offhost", "redirect", "404")
-# Which responses the body faults (drop_body, truncate, slow_body) may hit.
-BODY_FAULT_SCOPES = ("all", "downloads")
-
 # Smallest body that still holds the ID3 tag and a whole MPEG frame.
 MIN_BODY_SIZE = 512
 # The API documents recordings "up to 100 MB".
 MAX_BODY_SIZE = 100_000_000
 
-# What `set_faults` (and POST /_sim/faults) may change while the simulator runs; the data
-# (seed, time range, poison ...) is generated once and stays fixed.
-RUNTIME_FIELDS = frozenset(
-    {
-        "fault_429",
-        "retry_after",
-        "fault_5xx",
-        "fault_drop_headers",
-        "fault_drop_body",
-        "fault_truncate",
-        "slow_body",
-        "slow_bytes_per_second",
-        "fault_malformed_list",
-        "body_fault_scope",
-        "list_cap",
-        "latency",
-        "arrival_jitter",
-        "bandwidth",
-        "forbid",
-        "rps",
-        "bounds",
-    }
-)
-
-_RATES = (
-    "fault_429",
-    "fault_5xx",
-    "fault_drop_headers",
-    "fault_drop_body",
-    "fault_truncate",
-    "slow_body",
-    "fault_malformed_list",
-    "late_fraction",
-    "large_fraction",
-)
-_COUNTS = ("poison_html", "poison_offhost", "poison_redirect", "poison_404", "bad_entries")
+LISTEN, TIME, TEXT = Listen(), Time(), Text()
+RATE = Number(float, 0.0, 1.0)
+SECONDS = Number(float, 0.0, words="seconds >= {low}")
+COUNT = Number(int, 0, words="a count >= {low}")
+INTEGER = Number(int, 1, words="an integer >= {low}")
+BYTE_RATE = Number(int, 1, words="bytes per second >= {low}")
+SIZE = Number(int, MIN_BODY_SIZE, words="at least {low} bytes")
+LARGE_SIZE = Number(int, MIN_BODY_SIZE, MAX_BODY_SIZE, "{low}..{high} bytes")
+BOUNDS = Choice(choices=("half-open", "inclusive", "exclusive"))
+RETRY_AFTER = Choice(choices=("seconds", "date", "none", "mixed"))
+# Which responses the body faults (drop_body, truncate, slow_body) may hit.
+BODY_FAULT_SCOPE = Choice(choices=("all", "downloads"))
 
 
 class OptionError(ValueError):
@@ -68,164 +55,83 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class SimulatorOptions:
-    """Everything the simulator can be told. Every field has a default; all faults are off."""
+    """Everything the simulator can be told. Every field has a default; all faults are off.
 
-    listen: str = "127.0.0.1:0"
-    canary_listen: str = "127.0.0.1:0"
-    seed: int = 1
+    A `switch` may change while the simulator runs; an `option` is fixed, as the data (seed,
+    time range, poison ...) is generated once.
+    """
+
+    # A person running `simulate` wants a port to point the archiver at; code wants any free one.
+    listen: str = option(
+        "127.0.0.1:0", LISTEN, "API listen address HOST:PORT", flag_default="127.0.0.1:8080"
+    )
+    canary_listen: str = option(
+        "127.0.0.1:0", LISTEN, "the off-host canary's HOST:PORT (0: any port)"
+    )
+    seed: int = option(1, Kind(int), "seed of the generated data and of fault decisions")
     # None: end is now floored to the minute, start is a day before end.
-    start: datetime | None = None
-    end: datetime | None = None
-    per_hour: float = 20.0
-    bytes_per_second: int = 16_000
-    size: int | None = None
+    start: datetime | None = option(  # noqa: RUF009  a field specifier, as field() is
+        None, TIME, "first call time, ISO 8601 UTC (default: a day before --end)"
+    )
+    end: datetime | None = option(  # noqa: RUF009  a field specifier, as field() is
+        None, TIME, "end of the call period (default: now; later simulates live calls)"
+    )
+    per_hour: float = option(20.0, Number(float, 0.0), "recordings per hour")
+    bytes_per_second: int = option(16_000, INTEGER, "body bytes per call second")
+    size: int | None = option(None, SIZE, "fixed body size in bytes (benchmarks)")
     # A share of recordings gets `large_size` bytes whatever their duration, so one account
     # mixes small bodies with ones big enough for multipart uploads.
-    large_fraction: float = 0.0
-    large_size: int = 20 * 2**20
-    cradle_id: str = "demo-id"
-    api_key: str = field(default="demo-key", repr=False)
-    rps: int = 10
-    bounds: str = "half-open"
-    processing_delay: float = 60.0
-    late_fraction: float = 0.0
-    late_delay: float = 120.0
-    boundary_fraction: float = 0.05
-    latency: float = 0.0
+    large_fraction: float = option(0.0, RATE, "share of recordings of --large-size bytes")
+    large_size: int = option(20 * 2**20, LARGE_SIZE, "body size of the large share")
+    cradle_id: str = option("demo-id", TEXT, "the CRADLE_ID the API accepts", flag="--id")
+    api_key: str = option("demo-key", TEXT, "the CRADLE_API_KEY the API accepts", repr=False)
+    rps: int = switch(10, INTEGER, "request starts allowed per second before 429")
+    bounds: str = switch("half-open", BOUNDS, "how from/until bound a list window")
+    processing_delay: float = option(60.0, SECONDS, "seconds after a call ends it is listed")
+    late_fraction: float = option(0.0, RATE, "share of recordings that are listed late")
+    late_delay: float = option(120.0, SECONDS, "late ones appear this many seconds after start-up")
+    boundary_fraction: float = option(0.05, Number(float, 0.0, 0.5), "share on the hour")
+    latency: float = switch(0.0, SECONDS, "seconds before every API response")
     # Network jitter: each request reaches the rate gate up to this many seconds late (seeded).
-    arrival_jitter: float = 0.0
-    bandwidth: int | None = None
-    list_cap: int | None = None
-    fault_429: float = 0.0
-    retry_after: str = "seconds"
-    fault_5xx: float = 0.0
-    fault_drop_headers: float = 0.0
-    fault_drop_body: float = 0.0
-    fault_truncate: float = 0.0
-    slow_body: float = 0.0
-    slow_bytes_per_second: int = 32_000
-    fault_malformed_list: float = 0.0
-    body_fault_scope: str = "all"
-    poison_html: int = 0
-    poison_offhost: int = 0
-    poison_redirect: int = 0
-    poison_404: int = 0
-    bad_entries: int = 0
-    forbid: bool = False
+    arrival_jitter: float = switch(0.0, SECONDS, "requests reach the rate gate 0..N s late")
+    bandwidth: int | None = switch(None, BYTE_RATE, "cap on body bytes per second")
+    list_cap: int | None = switch(None, COUNT, "silently truncate list responses to N entries")
+    fault_429: float = switch(0.0, RATE, "share of requests answered 429")
+    retry_after: str = switch("seconds", RETRY_AFTER, "Retry-After on injected 429s")
+    fault_5xx: float = switch(0.0, RATE, "share of requests answered 500/502/503")
+    fault_drop_headers: float = switch(0.0, RATE, "share closed without a response")
+    fault_drop_body: float = switch(0.0, RATE, "share reset part-way through the body")
+    fault_truncate: float = switch(0.0, RATE, "share whose body is shorter than promised")
+    slow_body: float = switch(0.0, RATE, "share of bodies sent at --slow-bytes-per-second")
+    slow_bytes_per_second: int = switch(32_000, BYTE_RATE, "speed of slow bodies")
+    fault_malformed_list: float = switch(0.0, RATE, "share of lists that are malformed")
+    body_fault_scope: str = switch("all", BODY_FAULT_SCOPE, "responses body faults may cut or slow")
+    poison_html: int = option(0, COUNT, "recordings whose download is an HTML page")
+    poison_offhost: int = option(0, COUNT, "recordings listed with a url on another host")
+    poison_redirect: int = option(0, COUNT, "recordings whose download redirects away")
+    poison_404: int = option(0, COUNT, "recordings whose download is always 404")
+    bad_entries: int = option(0, COUNT, "list entries without url or with a bad startedAt")
+    forbid: bool = switch(
+        False, OnOff(), "answer every API request 403, as for a key without access"
+    )
     # Injected so tests move time forward instead of sleeping; drives visibility only.
     clock: Callable[[], datetime] = field(default=utc_now, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        problems = _problems(self)
-        if problems:
-            # One at a time is enough: the CLI names the flag, tests name the field.
-            raise problems[0]
+        # One problem at a time is enough: the CLI names the flag, tests name the field.
+        for f in fields(self):
+            declaration, value = declared(f), getattr(self, f.name)
+            unset = value is None and f.default is None
+            if declaration and not unset and (problem := declaration.kind.problem(value)):
+                raise OptionError(f.name, problem)
+        if self.start is not None and self.end is not None and not self.start < self.end:
+            raise OptionError("start", f"must be before end ({self.start} >= {self.end})")
 
     def runtime_switches(self) -> dict[str, object]:
         """The fields `set_faults` may change, with their current values."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in RUNTIME_FIELDS}
 
 
-def _problems(o: SimulatorOptions) -> list[OptionError]:
-    problems: list[OptionError] = []
-
-    def check(ok: bool, option: str, message: str) -> None:
-        if not ok:
-            problems.append(OptionError(option, message))
-
-    for name in _RATES:
-        value = getattr(o, name)
-        check(_is_number(value) and 0.0 <= value <= 1.0, name, f"must be 0..1, got {value!r}")
-    for name in _COUNTS:
-        value = getattr(o, name)
-        check(_is_int(value) and value >= 0, name, f"must be a count >= 0, got {value!r}")
-    check(o.bounds in BOUNDS, "bounds", f"must be one of {', '.join(BOUNDS)}, got {o.bounds!r}")
-    check(
-        o.retry_after in RETRY_AFTER_MODES,
-        "retry_after",
-        f"must be one of {', '.join(RETRY_AFTER_MODES)}, got {o.retry_after!r}",
-    )
-    check(
-        o.body_fault_scope in BODY_FAULT_SCOPES,
-        "body_fault_scope",
-        f"must be one of {', '.join(BODY_FAULT_SCOPES)}, got {o.body_fault_scope!r}",
-    )
-    check(
-        _is_int(o.large_size) and MIN_BODY_SIZE <= o.large_size <= MAX_BODY_SIZE,
-        "large_size",
-        f"must be {MIN_BODY_SIZE}..{MAX_BODY_SIZE} bytes, got {o.large_size!r}",
-    )
-    check(_is_int(o.rps) and o.rps >= 1, "rps", f"must be an integer >= 1, got {o.rps!r}")
-    check(
-        _is_number(o.per_hour) and o.per_hour >= 0, "per_hour", f"must be >= 0, got {o.per_hour!r}"
-    )
-    check(
-        _is_int(o.bytes_per_second) and o.bytes_per_second >= 1,
-        "bytes_per_second",
-        f"must be an integer >= 1, got {o.bytes_per_second!r}",
-    )
-    check(
-        o.size is None or (_is_int(o.size) and o.size >= MIN_BODY_SIZE),
-        "size",
-        f"must be at least {MIN_BODY_SIZE} bytes, got {o.size!r}",
-    )
-    for name in ("processing_delay", "late_delay", "latency", "arrival_jitter"):
-        value = getattr(o, name)
-        check(_is_number(value) and value >= 0, name, f"must be seconds >= 0, got {value!r}")
-    check(
-        _is_number(o.boundary_fraction) and 0.0 <= o.boundary_fraction <= 0.5,
-        "boundary_fraction",
-        f"must be 0..0.5, got {o.boundary_fraction!r}",
-    )
-    check(
-        o.bandwidth is None or (_is_int(o.bandwidth) and o.bandwidth >= 1),
-        "bandwidth",
-        f"must be bytes per second >= 1, got {o.bandwidth!r}",
-    )
-    check(
-        _is_int(o.slow_bytes_per_second) and o.slow_bytes_per_second >= 1,
-        "slow_bytes_per_second",
-        f"must be bytes per second >= 1, got {o.slow_bytes_per_second!r}",
-    )
-    check(
-        o.list_cap is None or (_is_int(o.list_cap) and o.list_cap >= 0),
-        "list_cap",
-        f"must be a count >= 0, got {o.list_cap!r}",
-    )
-    for name in ("start", "end"):
-        value = getattr(o, name)
-        check(
-            value is None or (isinstance(value, datetime) and value.tzinfo is not None),
-            name,
-            f"must be a timezone-aware datetime, got {value!r}",
-        )
-    if isinstance(o.start, datetime) and isinstance(o.end, datetime) and not problems:
-        check(o.start < o.end, "start", f"must be before end ({o.start} >= {o.end})")
-    for name in ("cradle_id", "api_key"):
-        check(isinstance(getattr(o, name), str), name, "must be a string")
-    for name in ("listen", "canary_listen"):
-        try:
-            split_listen(getattr(o, name))
-        except ValueError as exc:
-            problems.append(OptionError(name, str(exc)))
-    return problems
-
-
-def split_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (IPv6 hosts in brackets) into its parts; port 0 picks a free one."""
-    if not isinstance(text, str) or ":" not in text:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    host, _, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be 0..65535, got {port_text!r}")
-    return host or "0.0.0.0", int(port_text)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+RUNTIME_FIELDS = frozenset(
+    f.name for f in fields(SimulatorOptions) if (d := declared(f)) and d.runtime
+)

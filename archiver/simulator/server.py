@@ -11,20 +11,16 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from archiver.simulator import admin
-from archiver.simulator.body import iter_body
 from archiver.simulator.data import RECORDING_PATH
 from archiver.simulator.faults import Plan, malformed_list_body
 from archiver.simulator.listing import conversations_body, parse_window, recordings_body
 from archiver.simulator.options import SimulatorOptions
+from archiver.simulator.state import SimState
 from archiver.simulator.stats import Ticket
 from archiver.simulator.transport import DISCONNECTS, SimHandler
-
-if TYPE_CHECKING:
-    from archiver.simulator.simulator import Simulator
 
 LIST_PATH = "/api/v1/public/recordings"
 CONVERSATIONS_PATH = "/api/v1/public/conversations"
@@ -50,27 +46,27 @@ class ApiHandler(SimHandler):
             admin.handle(self, method)
 
     def _api(self, method: str) -> None:
-        sim = self.server.sim
-        switches = sim.switches
+        state = self.server.state
+        switches = state.switches
         target = urlsplit(self.path)
         kind = _kind(method, target.path)
         if switches.arrival_jitter:
             # In transit: the edge has not seen the request yet, so neither has the rate gate.
-            sim.stopping.wait(sim.dice.jitter(switches.arrival_jitter, self.path))
-        sim.counters.request(kind)
-        ticket = sim.gate.arrive(switches.rps, self.path, self.connection)
+            state.stopping.wait(state.dice.jitter(switches.arrival_jitter, self.path))
+        state.counters.request(kind)
+        ticket = state.gate.arrive(switches.rps, self.path, self.connection)
         try:
             query = parse_qs(target.query)
-            self._serve(sim, switches, method, kind, target.path, query, ticket)
+            self._serve(state, switches, method, kind, target.path, query, ticket)
         except DISCONNECTS:
-            sim.counters.add("client_disconnects")
+            state.counters.add("client_disconnects")
             self.close_connection = True
         finally:
             ticket.finish()
 
     def _serve(
         self,
-        sim: Simulator,
+        state: SimState,
         switches: SimulatorOptions,
         method: str,
         kind: str,
@@ -83,34 +79,34 @@ class ApiHandler(SimHandler):
             error = {"error": "Too many requests", "rule": ticket.violation}
             self.send_json(429, error, ticket, {"Retry-After": "1"})
             return
-        if not self._authorised(sim.options):
+        if not self._authorised(state.options):
             self.send_json(401, {"error": "Missing or invalid CRADLE_ID / CRADLE_API_KEY"}, ticket)
             return
         if switches.forbid:
             self.send_json(403, {"error": "This API key may not use this endpoint"}, ticket)
             return
-        plan = sim.dice.plan(switches, kind, self.path)
-        if switches.latency and sim.stopping.wait(switches.latency):
+        plan = state.dice.plan(switches, kind, self.path)
+        if switches.latency and state.stopping.wait(switches.latency):
             self.close_connection = True  # shutting down: answer nothing
             return
         if plan.drop_headers:
-            sim.counters.fault("drop_headers")
+            state.counters.fault("drop_headers")
             ticket.finish()
             self.close_connection = True
             return
         if plan.status_429:
-            sim.counters.fault("429")
+            state.counters.fault("429")
             headers = _retry_after_header(plan.retry_after)
             self.send_json(429, {"error": "Too many requests"}, ticket, headers)
             return
         if plan.status_5xx:
-            sim.counters.fault("5xx")
+            state.counters.fault("5xx")
             self.send_json(plan.status_5xx, {"error": "Internal error, try again"}, ticket)
             return
         if kind in ("list", "conversations"):
-            self._list(sim, switches, kind, query, plan, ticket)
+            self._list(state, switches, kind, query, plan, ticket)
         elif kind == "download":
-            self._download(sim, path, plan, ticket)
+            self._download(state, path, plan, ticket)
         elif method != "GET":
             self.send_json(405, {"error": f"{method} is not allowed here"}, ticket)
         else:
@@ -124,7 +120,7 @@ class ApiHandler(SimHandler):
 
     def _list(
         self,
-        sim: Simulator,
+        state: SimState,
         switches: SimulatorOptions,
         kind: str,
         query: dict[str, list[str]],
@@ -137,35 +133,35 @@ class ApiHandler(SimHandler):
             self.send_json(400, {"error": str(exc)}, ticket)
             return
         if plan.malformed is not None:
-            sim.counters.fault("malformed_list")
+            state.counters.fault("malformed_list")
             body = malformed_list_body(plan.malformed)
             content_type = "text/html" if body.startswith(b"<") else "application/json"
             self.send(200, content_type, len(body), [body], ticket)
             return
-        items = sim.catalog.window(since, until, switches.bounds, sim.options.clock())
-        root = self._root(sim.base_url)
+        items = state.catalog.window(since, until, switches.bounds, state.options.clock())
+        root = self._root(state.base_url)
         build = recordings_body if kind == "list" else conversations_body
-        document = build(items, root, sim.base_url, switches.list_cap)
+        document = build(items, root, state.base_url, switches.list_cap)
         if switches.list_cap is not None and len(items) > switches.list_cap:
-            sim.counters.fault("list_cap")
+            state.counters.fault("list_cap")
         body = json.dumps(document).encode()
         self.send(200, "application/json", len(body), [body], ticket, plan=plan)
 
-    def _download(self, sim: Simulator, path: str, plan: Plan, ticket: Ticket) -> None:
+    def _download(self, state: SimState, path: str, plan: Plan, ticket: Ticket) -> None:
         match = _DOWNLOAD.fullmatch(path)
-        recording = sim.catalog.by_id.get(match.group(1).lower()) if match else None
+        recording = state.catalog.by_id.get(match.group(1).lower()) if match else None
         if recording is None or recording.poison == "404":
             self.send_json(404, {"error": "Recording not found"}, ticket)
         elif recording.poison == "html":
             page = b"<!DOCTYPE html><html><body><h1>Something went wrong</h1></body></html>"
             self.send(200, "text/html; charset=utf-8", len(page), [page], ticket)
         elif recording.poison == "redirect":
-            location = f"{sim.canary_url}{path}?source=api"
+            location = f"{state.canary_url}{path}?source=api"
             note = f"Found: {location}".encode()
             headers = {"Location": location}
             self.send(302, "text/plain", len(note), [note], ticket, headers=headers)
         else:
-            body = iter_body(sim.options.seed, recording.recording_id, recording.size)
+            body = state.body(recording.recording_id)
             self.send(200, "audio/mpeg", recording.size, body, ticket, plan=plan, download=True)
 
     def _root(self, base_url: str) -> str:

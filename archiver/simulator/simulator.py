@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import signal
 import threading
 from collections.abc import Iterator
@@ -13,13 +12,11 @@ from typing import Any
 
 import structlog
 
-from archiver.simulator.body import iter_body
 from archiver.simulator.canary import CanaryHandler
-from archiver.simulator.data import BadEntry, Catalog, Period, SimRecording, generate
-from archiver.simulator.faults import FaultDice
-from archiver.simulator.options import RUNTIME_FIELDS, OptionError, SimulatorOptions
+from archiver.simulator.data import BadEntry, Period, SimRecording, generate
+from archiver.simulator.options import SimulatorOptions
 from archiver.simulator.server import ApiHandler
-from archiver.simulator.stats import RateGate, Stats
+from archiver.simulator.state import SimState
 from archiver.simulator.transport import SimServer, bind, url_of
 
 log = structlog.get_logger()
@@ -39,30 +36,24 @@ class Simulator:
         if options.end is None:
             end = end.replace(second=0, microsecond=0)
         start = (options.start or end - timedelta(days=1)).astimezone(UTC)
-        if start >= end:
-            raise OptionError("start", f"must be before end ({start} >= {end})")
+        # Checked again by the dataclass: a default may fall after an explicit end.
         self.options = dataclasses.replace(options, start=start, end=end)
-        self.switches = self.options
-        self.counters = Stats()
-        self.gate = RateGate(self.counters)
-        self.dice = FaultDice(self.options.seed)
-        self.stopping = threading.Event()
-        self._switch_lock = threading.Lock()
-        self._sha256: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self._stopped = False
-        self._api = bind(self.options.listen, ApiHandler, self)
+        self._api = bind(self.options.listen, ApiHandler)
         try:
-            self._canary = bind(self.options.canary_listen, CanaryHandler, self)
+            self._canary = bind(self.options.canary_listen, CanaryHandler)
         except OSError:
             self._api.server_close()
             raise
         self.base_url = url_of(self._api)
         self.canary_url = url_of(self._canary)
-        period = Period(start, end)
-        self.catalog: Catalog = generate(
-            self.options, period, self.base_url, self.canary_url, self.started_at
+        catalog = generate(
+            self.options, Period(start, end), self.base_url, self.canary_url, self.started_at
         )
+        self.state = SimState(self.options, catalog, self.base_url, self.canary_url)
+        self._api.state = self._canary.state = self.state
+        self.stopping = self.state.stopping
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -78,7 +69,7 @@ class Simulator:
             )
             thread.start()
             self._threads.append(thread)
-        recordings = self.catalog.recordings()
+        recordings = self.recordings()
         log.info(
             "simulator.started",
             url=self.base_url,
@@ -147,43 +138,32 @@ class Simulator:
 
     # -- inspection and control ----------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        return self.counters.snapshot()
-
-    def reset_stats(self) -> None:
-        self.counters.reset()
-
-    def recordings(self) -> list[SimRecording]:
-        return self.catalog.recordings()
-
-    def bad_entries(self) -> list[BadEntry]:
-        return self.catalog.bad_entries()
-
-    def iter_body(self, recording_id: str) -> Iterator[bytes]:
-        recording = self.catalog.by_id[recording_id]
-        return iter_body(self.options.seed, recording_id, recording.size)
-
-    def body_sha256(self, recording_id: str) -> str:
-        """The hex SHA-256 of the body a good download serves (computed once, then cached)."""
-        cached = self._sha256.get(recording_id)
-        if cached is None:
-            digest = hashlib.sha256()
-            for chunk in self.iter_body(recording_id):
-                digest.update(chunk)
-            cached = self._sha256[recording_id] = digest.hexdigest()
-        return cached
+    @property
+    def switches(self) -> SimulatorOptions:
+        return self.state.switches
 
     def set_faults(self, **changes: Any) -> SimulatorOptions:
         """Change fault switches while running; takes effect from the next request."""
-        unknown = sorted(set(changes) - RUNTIME_FIELDS)
-        if unknown:
-            allowed = ", ".join(sorted(RUNTIME_FIELDS))
-            raise OptionError(unknown[0], f"is not a fault switch (switches: {allowed})")
-        with self._switch_lock:
-            # Validated by the dataclass; requests read one whole snapshot, never a mix.
-            self.switches = dataclasses.replace(self.switches, **changes)
-        log.info("simulator.faults_changed", **changes)
-        return self.switches
+        return self.state.set_faults(**changes)
+
+    def stats(self) -> dict[str, Any]:
+        return self.state.counters.snapshot()
+
+    def reset_stats(self) -> None:
+        self.state.counters.reset()
+
+    def recordings(self) -> list[SimRecording]:
+        return self.state.catalog.recordings()
+
+    def bad_entries(self) -> list[BadEntry]:
+        return self.state.catalog.bad_entries()
+
+    def iter_body(self, recording_id: str) -> Iterator[bytes]:
+        return self.state.body(recording_id)
+
+    def body_sha256(self, recording_id: str) -> str:
+        """The hex SHA-256 of the body a good download serves (computed once, then cached)."""
+        return self.state.body_sha256(recording_id)
 
 
 def _summary(stats: dict[str, Any]) -> dict[str, Any]:

@@ -14,17 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from archiver.simulator.body import CHUNK_SIZE
 from archiver.simulator.faults import Plan
-from archiver.simulator.options import split_listen
+from archiver.simulator.kinds import split_listen
+from archiver.simulator.state import SimState
 from archiver.simulator.stats import Ticket
-
-if TYPE_CHECKING:
-    from archiver.simulator.simulator import Simulator
 
 log = structlog.get_logger()
 
@@ -33,12 +31,14 @@ _CLEAN = Plan()
 
 
 class SimServer(ThreadingHTTPServer):
-    """A threading HTTP server that knows its simulator and can reset connections."""
+    """A threading HTTP server that holds its simulator's state and can reset connections."""
 
     daemon_threads = True
+    # Set once both urls are known, since the catalog needs them; before `serve_forever` runs,
+    # connections only wait in the listen backlog.
+    state: SimState
 
-    def __init__(self, address: tuple[str, int], handler: type[SimHandler], sim: Simulator):
-        self.sim = sim
+    def __init__(self, address: tuple[str, int], handler: type[SimHandler]):
         self._resets: set[socket.socket] = set()
         self._resets_lock = threading.Lock()
         super().__init__(address, handler)
@@ -68,10 +68,10 @@ class SimServer6(SimServer):
     address_family = socket.AF_INET6
 
 
-def bind(listen: str, handler: type[SimHandler], sim: Simulator) -> SimServer:
+def bind(listen: str, handler: type[SimHandler]) -> SimServer:
     host, port = split_listen(listen)
     server_class = SimServer6 if ":" in host else SimServer
-    return server_class((host, port), handler, sim)
+    return server_class((host, port), handler)
 
 
 def url_of(server: SimServer) -> str:
@@ -123,8 +123,8 @@ class SimHandler(BaseHTTPRequestHandler):
         download: bool = False,
     ) -> None:
         """Answer with `length` bytes of `pieces`, applying the plan's body faults."""
-        sim = self.server.sim
-        counters = sim.counters
+        state = self.server.state
+        counters = state.counters
         cut = length
         if (plan.drop_body or plan.truncate) and length > 1:
             cut = min(length - 1, max(1, int(length * plan.cut_fraction)))
@@ -159,7 +159,7 @@ class SimHandler(BaseHTTPRequestHandler):
             raise
         if sent < length:
             self.close_connection = True
-            if plan.drop_body or sim.stopping.is_set():
+            if plan.drop_body or state.stopping.is_set():
                 self.server.reset_on_close(self.connection)
 
     def send_json(
@@ -173,10 +173,11 @@ class SimHandler(BaseHTTPRequestHandler):
         self.send(status, "application/json", len(body), [body], ticket, headers=headers)
 
     def _throttle(self, plan: Plan) -> float | None:
-        switches = self.server.sim.switches
+        state = self.server.state
+        switches = state.switches
         rates = [switches.bandwidth] if switches.bandwidth else []
         if plan.slow:
-            self.server.sim.counters.fault("slow_body")
+            state.counters.fault("slow_body")
             rates.append(switches.slow_bytes_per_second)
         return float(min(rates)) if rates else None
 
@@ -188,7 +189,7 @@ class SimHandler(BaseHTTPRequestHandler):
         download: bool,
     ) -> int:
         """Stream `pieces`, calling `before_last` just before the last write; bytes sent."""
-        sim = self.server.sim
+        state = self.server.state
         if rate:
             pieces = _slices(pieces, max(512, min(CHUNK_SIZE, int(rate / 20))))
         sent, began = 0, time.monotonic()
@@ -199,19 +200,19 @@ class SimHandler(BaseHTTPRequestHandler):
             if rate:
                 # Paced by the end of each piece, so a body takes length / rate in all.
                 delay = began + (sent + len(piece)) / rate - time.monotonic()
-                if delay > 0 and sim.stopping.wait(delay):
+                if delay > 0 and state.stopping.wait(delay):
                     break
-            if sim.stopping.is_set():
+            if state.stopping.is_set():
                 break
             if following is None:
                 before_last()
             if download:
-                sim.counters.add("bytes_served", len(piece))
+                state.counters.add("bytes_served", len(piece))
             try:
                 self.wfile.write(piece)
             except DISCONNECTS:
                 if download:
-                    sim.counters.add("bytes_served", -len(piece))
+                    state.counters.add("bytes_served", -len(piece))
                 raise
             sent += len(piece)
             piece = following
