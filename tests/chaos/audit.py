@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from archiver.simulator import SimRecording, Simulator
+from archiver.simulator.body import FRAME_LENGTH, id3_tag
 from tests.e2e.harness import Bucket
 
 
@@ -59,16 +60,28 @@ def valid_recordings(sim: Simulator, *, until: datetime | None = None) -> list[S
     ]
 
 
+def expected_audio_seconds(recording: SimRecording) -> float:
+    """What the served body holds, from how the simulator builds it (an ID3 tag, then whole
+    128 kbps frames of 1152 samples at 44.1 kHz; a frame cut by the end does not count)."""
+    tag = len(id3_tag(f"Cradle recording {recording.recording_id}"))
+    return (recording.size - tag) // FRAME_LENGTH * 1152 / 44100
+
+
 def expected_metadata(recording: SimRecording, sha256: str) -> dict[str, str]:
     entry = recording.entry
+    audio = expected_audio_seconds(recording)
+    duration = entry["durationSeconds"]
     wanted = {
         "recording-id": recording.recording_id,
         "started-at": recording.started_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-        "duration-seconds": str(entry["durationSeconds"]),
+        "duration-seconds": str(duration),
         "nature": entry["nature"],
         "agent1": entry["agent1"],
         "sha256": sha256,
+        "audio-seconds": f"{audio:.1f}",
     }
+    if abs(audio - duration) > max(2.0, 0.02 * duration):  # the default audio.check, "warn"
+        wanted["audio-mismatch"] = "true"
     for name, key in (
         ("agent2", "agent2"),
         ("cradle-number", "cradleNumber"),
