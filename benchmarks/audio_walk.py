@@ -88,10 +88,11 @@ def download_share(megabytes: int) -> Share:
     loopback (stream, hash, walk, write, fsync), timed by the CPU of its own thread (the
     simulator serves from others); then the same body is walked alone."""
     logs.configure("json", "warning")
-    sim = start_simulator(Period.hours_back(1), per_hour=1, size=megabytes * MB)
+    period = Period.hours_back(1)
+    sim = start_simulator(period, per_hour=1, size=megabytes * MB)
     try:
         client = CradleClient(CradleConfig(base_url=sim.base_url, id=CRADLE_ID, api_key=API_KEY))
-        window = Window(sim.options.start, sim.options.end)
+        window = Window(period.start, period.end)
         (recording,) = client.list_recordings(window, window.start, window.end).recordings
         with tempfile.TemporaryDirectory(prefix="audio-walk-") as spool:
             start = time.thread_time()

@@ -26,7 +26,7 @@ from typing import Any
 
 from archiver import layout
 from archiver.checkpoint import SCHEMA_VERSION, Checkpoint
-from archiver.models import PassResult, Recording, utc_now
+from archiver.models import PassOutcome, PassResult, Recording, utc_now
 from archiver.status import build_report
 from benchmarks.harness import ROOT, child_env
 
@@ -83,7 +83,9 @@ def _build(path: Path, total: int) -> None:
             recording_id = row.recording.recording_id
             checkpoint.record_failure(recording_id, "http_404", dead_letter=True, max_attempts=5)
         end = utc_now()
-        checkpoint.record_pass(PassResult("pass", end - timedelta(minutes=1), end, "ok", 900))
+        checkpoint.record_pass(
+            PassResult("pass", end - timedelta(minutes=1), end, PassOutcome.OK, 900)
+        )
         checkpoint.set_watermark(FIRST_CALL + spacing * total)
     finally:
         checkpoint.close()

@@ -55,9 +55,9 @@ def credentials(lab: Lab, hours: float = 2, per_hour: float = 8) -> Report:
 
     for args in (("status", "--json"), ("check", *debug)):
         lab.cli(*args, config=config)
-    for args in (("run", "--once", *debug), ("check", *debug)):
-        refused = lab.cli(*args, config=config, CRADLE_API_KEY=WRONG_KEY)
-        report.clean_exit(refused, (1,), f"`{' '.join(args)}` with a wrong key")
+    for command in (("run", "--once", *debug), ("check", *debug)):
+        refused = lab.cli(*command, config=config, CRADLE_API_KEY=WRONG_KEY)
+        report.clean_exit(refused, (1,), f"`{' '.join(command)}` with a wrong key")
     wrong = lab.secret_sightings(WRONG_KEY)
     report.check(not wrong, f"the wrong key appears in: {wrong}")
     report.figures["leaks"] += len(wrong)
@@ -76,9 +76,15 @@ def aws_secrets(lab: Lab) -> Report:
     sim = lab.simulator(hours=1, per_hour=4, seed=19)
     bucket = lab.bucket()
     config = lab.config("aws-secrets", sim, bucket)
-    env = {"AWS_SECRET_ACCESS_KEY": AWS_SECRET, "AWS_SESSION_TOKEN": AWS_TOKEN}
     # `check` makes every kind of S3 request the archiver makes: HEAD, a conditional PUT, DELETE.
-    run = lab.cli("check", "--log-level", "debug", config=config, **env)
+    run = lab.cli(
+        "check",
+        "--log-level",
+        "debug",
+        config=config,
+        AWS_SECRET_ACCESS_KEY=AWS_SECRET,
+        AWS_SESSION_TOKEN=AWS_TOKEN,
+    )
     report.clean_exit(
         run, (0,), "`check --log-level debug` with AWS credentials in the environment"
     )

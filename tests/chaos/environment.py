@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from archiver.models import RecordingState
 from tests.chaos.audit import audit, key_of, valid_recordings
 from tests.chaos.lab import Lab, wait_for
 from tests.chaos.report import Report
@@ -292,8 +293,11 @@ def _nothing_lost(
         watermark = checkpoint.watermark().position
         claimed = {row.key for row in checkpoint.archived()}
         counts = checkpoint.counts()
-    report.check(claimed <= present, f"archived but not in S3: {sorted(claimed - present)}")
-    report.check(counts["failed"] == 0, f"{counts['failed']} recordings dead-lettered for it")
+    report.check(
+        claimed <= present, f"archived but not in S3: {sorted(claimed - present, key=str)}"
+    )
+    failed = counts[RecordingState.FAILED]
+    report.check(failed == 0, f"{failed} recordings dead-lettered for it")
     passed = [
         rec.recording_id
         for rec in expected

@@ -399,12 +399,16 @@ def list_bomb(scene: Scene) -> dict[str, str]:
 
 def list_trickle(part: str) -> Callable[[Scene], dict[str, str]]:
     """One byte every 2 s (of the status line and headers, or of the body), timeout 4 s."""
-    delays = {"head_delay": 2.0} if part == "head" else {"byte_delay": 2.0}
+    head_delay, byte_delay = (2.0, 0.0) if part == "head" else (0.0, 2.0)
 
     def script(scene: Scene) -> dict[str, str]:
         api = scene.api
         api.list_reply = lambda seen: Reply(
-            200, api.list_body(seen), [("Content-Type", "application/json")], **delays
+            200,
+            api.list_body(seen),
+            [("Content-Type", "application/json")],
+            head_delay=head_delay,
+            byte_delay=byte_delay,
         )
         return {"good": scene.add(f"trickle-list-{part}", timedelta(minutes=5))}
 
@@ -497,10 +501,14 @@ def endless_download(scene: Scene) -> dict[str, str]:
 
 
 def trickle_download(part: str) -> Callable[[Scene], dict[str, str]]:
-    delays = {"head_delay": 2.0} if part == "head" else {"byte_delay": 2.0}
+    head_delay, byte_delay = (2.0, 0.0) if part == "head" else (0.0, 2.0)
 
     def script(scene: Scene) -> dict[str, str]:
-        return around(scene, f"trickle-{part}", lambda body: Reply(200, body, AUDIO, **delays))
+        return around(
+            scene,
+            f"trickle-{part}",
+            lambda body: Reply(200, body, AUDIO, head_delay=head_delay, byte_delay=byte_delay),
+        )
 
     return script
 

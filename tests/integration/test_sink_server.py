@@ -116,7 +116,7 @@ class ReadRecorder:
         class Wrapped:
             def read(self, size: int | None = -1) -> bytes:
                 recorder.sizes.append(size)
-                return handle.read(size)
+                return handle.read(-1 if size is None else size)
 
             def __getattr__(self, name: str) -> Any:
                 return getattr(handle, name)

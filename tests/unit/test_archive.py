@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from archiver.checkpoint import Checkpoint
 from archiver.config import ArchiveConfig, AudioCheck
 from archiver.cradle import Listing
 from archiver.errors import ApiUnavailable, AuthError, RecordingFailed, SinkUnavailable
-from archiver.models import Recording, StagedFile, Window
+from archiver.models import PassResult, Recording, RecordingRow, RecordingState, StagedFile, Window
 from archiver.retention import Expired, Lock, LockMode, Period, RetentionPolicy
 from archiver.spool import Spool
 from tests.fakes import FakeStore
@@ -49,12 +50,15 @@ class FakeSource:
     failures: dict[str, list[Exception]] = field(default_factory=dict)
     list_failures: list[Exception] = field(default_factory=list)
     cap: int | None = None
+    down_after: int | None = None  # list calls answered before the API goes away
     calls: list[tuple[datetime, datetime]] = field(default_factory=list)
     downloads: list[str] = field(default_factory=list)
 
     def list_recordings(
         self, window: Window, listed_from: datetime, listed_until: datetime
     ) -> Listing:
+        if self.down_after is not None and len(self.calls) == self.down_after:
+            raise ApiUnavailable("the API went away")
         self.calls.append((listed_from, listed_until))
         if self.list_failures:
             raise self.list_failures.pop(0)
@@ -96,6 +100,23 @@ class Harness:
     def __post_init__(self) -> None:
         self.checkpoint = Checkpoint.open(self.tmp_path / "state.db")
 
+    def row(self, recording_id: str) -> RecordingRow:
+        """The checkpoint's row for a recording the test knows was listed."""
+        row = self.checkpoint.get(recording_id)
+        assert row is not None, f"{recording_id} is not in the checkpoint"
+        return row
+
+    def position(self) -> datetime:
+        """The watermark's position, once a pass has moved it."""
+        position = self.checkpoint.watermark().position
+        assert position is not None, "the watermark has not moved"
+        return position
+
+    def last_pass(self) -> PassResult:
+        result = self.checkpoint.last_pass()
+        assert result is not None, "no pass recorded"
+        return result
+
     def new_pass(
         self, stop: threading.Event | None = None, retention: RetentionPolicy | None = None
     ) -> ArchivePass:
@@ -112,7 +133,7 @@ class Harness:
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Harness:
+def h(tmp_path: Path) -> Iterator[Harness]:
     harness = Harness(tmp_path)
     yield harness
     harness.checkpoint.close()
@@ -155,7 +176,7 @@ def test_late_arrivals_inside_the_lookback_are_caught(h: Harness) -> None:
     h.source.recordings.append(late)
     h.now += timedelta(minutes=5)
     h.new_pass().run()
-    assert h.checkpoint.get(late.recording_id).state == "archived"
+    assert h.row(late.recording_id).state == "archived"
 
 
 def test_a_full_window_is_split_until_it_fits(h: Harness) -> None:
@@ -165,7 +186,7 @@ def test_a_full_window_is_split_until_it_fits(h: Harness) -> None:
     h.source.cap = 4  # the API silently truncates at the threshold
     h.source.recordings = spread(20, NOW - timedelta(hours=2), timedelta(minutes=6))
     h.new_pass().run()
-    assert h.checkpoint.counts()["archived"] == 20
+    assert h.checkpoint.counts()[RecordingState.ARCHIVED] == 20
 
 
 def test_a_failed_list_call_holds_the_watermark(h: Harness) -> None:
@@ -174,9 +195,9 @@ def test_a_failed_list_call_holds_the_watermark(h: Harness) -> None:
     with pytest.raises(ApiUnavailable):
         h.new_pass().run()
     assert h.checkpoint.watermark().position == NOW - timedelta(hours=6)
-    assert h.checkpoint.last_pass().outcome == "failed"
+    assert h.last_pass().outcome == "failed"
     h.new_pass().run()
-    assert h.checkpoint.counts()["archived"] == 6
+    assert h.checkpoint.counts()[RecordingState.ARCHIVED] == 6
 
 
 def test_a_poison_recording_is_dead_lettered_after_max_attempts_and_the_walk_goes_on(
@@ -186,14 +207,14 @@ def test_a_poison_recording_is_dead_lettered_after_max_attempts_and_the_walk_goe
     poison = h.source.recordings[1].recording_id
     h.source.failures[poison] = [RecordingFailed("404", "http_404") for _ in range(10)]
     result = h.new_pass().run()
-    row = h.checkpoint.get(poison)
+    row = h.row(poison)
     assert (row.state, row.reason, row.attempts) == ("failed", "http_404", 5)
     assert result.outcome == "dead_letters"
     assert h.checkpoint.watermark().position == NOW - timedelta(minutes=10)
     assert h.checkpoint.retry([poison]) == [poison]
     h.source.failures.clear()
     h.new_pass().run()
-    assert h.checkpoint.get(poison).state == "archived"
+    assert h.row(poison).state == "archived"
 
 
 def test_a_transient_failure_is_retried_within_the_pass(h: Harness) -> None:
@@ -201,7 +222,7 @@ def test_a_transient_failure_is_retried_within_the_pass(h: Harness) -> None:
     rid = h.source.recordings[0].recording_id
     h.source.failures[rid] = [RecordingFailed("html", "not_mp3")]
     h.new_pass().run()
-    row = h.checkpoint.get(rid)
+    row = h.row(rid)
     assert (row.state, row.attempts) == ("archived", 1)
 
 
@@ -209,7 +230,7 @@ def test_an_off_host_url_is_dead_lettered_at_once(h: Harness) -> None:
     bad = make_recording(NOW - timedelta(hours=2), host="https://evil.example")
     h.source.recordings = [bad]
     h.new_pass().run()
-    row = h.checkpoint.get(bad.recording_id)
+    row = h.row(bad.recording_id)
     assert (row.state, row.reason, row.attempts) == ("failed", "off_host_url", 1)
 
 
@@ -220,7 +241,7 @@ def test_an_s3_outage_marks_nothing_archived_and_the_next_pass_completes(h: Harn
         h.new_pass().run()
     archived_keys = {row.key for row in h.checkpoint.archived()}
     assert archived_keys <= set(h.store.objects)
-    assert h.checkpoint.watermark().position < NOW - timedelta(minutes=10)
+    assert h.position() < NOW - timedelta(minutes=10)
     h.new_pass().run()
     assert h.checkpoint.counts() == {"archived": 6, "pending": 0, "failed": 0, "expired": 0}
     assert list((h.tmp_path / "spool").iterdir()) == []
@@ -232,7 +253,7 @@ def test_an_object_already_in_s3_after_a_crash_counts_as_archived(h: Harness) ->
     data = body_of(rec)
     h.store.objects[h.store.key_for(rec)] = (data, hashlib.sha256(data).hexdigest())
     h.new_pass().run()
-    assert h.checkpoint.get(rec.recording_id).state == "archived"
+    assert h.row(rec.recording_id).state == "archived"
 
 
 def test_a_different_object_at_the_key_is_a_conflict_and_left_untouched(h: Harness) -> None:
@@ -240,7 +261,7 @@ def test_a_different_object_at_the_key_is_a_conflict_and_left_untouched(h: Harne
     h.source.recordings = [rec]
     h.store.objects[h.store.key_for(rec)] = (b"ID3 other", "0" * 64)
     h.new_pass().run()
-    row = h.checkpoint.get(rec.recording_id)
+    row = h.row(rec.recording_id)
     assert (row.state, row.reason) == ("failed", "conflict")
     assert h.store.objects[h.store.key_for(rec)] == (b"ID3 other", "0" * 64)
 
@@ -249,7 +270,7 @@ def test_auth_failure_stops_the_pass(h: Harness) -> None:
     h.source.list_failures = [AuthError("refused")]
     with pytest.raises(AuthError):
         h.new_pass().run()
-    assert h.checkpoint.last_pass().error == "refused"
+    assert h.last_pass().error == "refused"
 
 
 def test_a_stop_request_ends_the_pass_between_recordings(h: Harness) -> None:
@@ -260,28 +281,21 @@ def test_a_stop_request_ends_the_pass_between_recordings(h: Harness) -> None:
     stop.set()
     with pytest.raises(Interrupted):
         h.new_pass(stop).run()
-    assert h.checkpoint.counts()["archived"] == 0
+    assert h.checkpoint.counts()[RecordingState.ARCHIVED] == 0
 
 
 def test_backfill_does_not_move_the_watermark_and_resumes(h: Harness) -> None:
     h.source.recordings = spread(12, datetime(2024, 1, 1, tzinfo=UTC), timedelta(hours=1))
     start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 12, tzinfo=UTC)
-    listed = h.source.list_recordings
-
-    def down_after_six_windows(window: Window, since: datetime, until: datetime) -> Listing:
-        if len(h.source.calls) == 6:
-            raise ApiUnavailable("the API went away")
-        return listed(window, since, until)
-
-    h.source.list_recordings = down_after_six_windows  # type: ignore[method-assign]
+    h.source.down_after = 6
     with pytest.raises(ApiUnavailable):
         h.new_pass().backfill(start, end)
     assert h.checkpoint.backfill_cursor(start, end) == start + timedelta(hours=6)
-    h.source.list_recordings = listed  # type: ignore[method-assign]
+    h.source.down_after = None
     h.source.calls.clear()
     h.new_pass().backfill(start, end)
     assert len(h.source.calls) == 6  # it went on from the cursor, not from the start
-    assert h.checkpoint.counts()["archived"] == 12
+    assert h.checkpoint.counts()[RecordingState.ARCHIVED] == 12
     assert h.checkpoint.watermark().is_zero
     assert h.checkpoint.backfill_cursor(start, end) == end
     h.new_pass().backfill(start, end)
@@ -307,11 +321,11 @@ def test_an_upload_s3_refuses_holds_the_watermark_until_the_next_pass(h: Harness
     h.store.refuse[refused.recording_id] = RecordingFailed("BadDigest", "checksum_mismatch")
     h.new_pass().run()
     # Retried once more at the end of the pass, but the walk stopped at its window.
-    row = h.checkpoint.get(refused.recording_id)
+    row = h.row(refused.recording_id)
     assert (row.state, row.attempts, row.reason) == ("archived", 1, "checksum_mismatch")
-    assert h.checkpoint.watermark().position <= refused.started_at
+    assert h.position() <= refused.started_at
     h.new_pass().run()
-    assert h.checkpoint.get(refused.recording_id).state == "archived"
+    assert h.row(refused.recording_id).state == "archived"
     assert h.checkpoint.watermark().position == NOW - timedelta(minutes=10)
 
 
@@ -325,7 +339,7 @@ def test_a_body_staged_by_a_killed_process_is_uploaded_without_a_download(h: Har
     (spool / "half-done.part").write_bytes(b"ID3")
     h.new_pass().run()
     assert h.source.downloads == []
-    assert h.checkpoint.get(rec.recording_id).state == "archived"
+    assert h.row(rec.recording_id).state == "archived"
     assert h.store.objects[h.store.key_for(rec)][0] == body_of(rec)
     assert list(spool.iterdir()) == []
 
@@ -347,7 +361,7 @@ def test_an_s3_outage_keeps_the_verified_downloads_for_the_next_pass(h: Harness)
         h.new_pass().run()
     fetched_before = set(h.source.downloads)
     h.new_pass().run()
-    assert h.checkpoint.counts()["archived"] == 3
+    assert h.checkpoint.counts()[RecordingState.ARCHIVED] == 3
     # Every recording was downloaded exactly once across both passes.
     assert sorted(h.source.downloads) == sorted(r.recording_id for r in h.source.recordings)
     assert fetched_before
@@ -440,8 +454,8 @@ def test_an_unexpected_error_fails_that_recording_only(h: Harness) -> None:
     h.source.buggy = {h.source.recordings[1].recording_id}
     result = h.new_pass().run()
     assert result.archived == 2 and result.failed == 1
-    row = h.checkpoint.get(h.source.recordings[1].recording_id)
-    assert row is not None and row.state == "failed" and row.reason == "internal_error"
+    row = h.row(h.source.recordings[1].recording_id)
+    assert row.state == "failed" and row.reason == "internal_error"
     assert row.attempts == 2
     assert h.checkpoint.watermark().position == NOW
 
@@ -454,8 +468,8 @@ def test_an_unexpected_error_from_the_store_fails_that_recording_only(h: Harness
     h.store.refuse[h.source.recordings[0].recording_id] = TypeError("a botocore surprise")
     result = h.new_pass().run()
     assert result.archived == 1 and result.failed == 1
-    row = h.checkpoint.get(h.source.recordings[0].recording_id)
-    assert row is not None and row.reason == "internal_error"
+    row = h.row(h.source.recordings[0].recording_id)
+    assert row.reason == "internal_error"
     assert not list((h.tmp_path / "spool").glob("*.mp3"))
 
 
@@ -484,8 +498,8 @@ def test_each_object_is_locked_until_its_own_call_plus_the_period(h: Harness) ->
     # Already past its date: archived, but S3 refuses a lock in the past.
     assert h.store.key_for(old) in h.store.objects and h.store.key_for(old) not in h.store.locks
     assert archive_pass.tally.expired == 1
-    row = h.checkpoint.get(new.recording_id)
-    assert row is not None and row.state == "archived"
+    row = h.row(new.recording_id)
+    assert row.state == "archived"
 
 
 def test_with_expired_skip_an_old_recording_is_never_downloaded_and_ends_expired(
@@ -497,9 +511,9 @@ def test_with_expired_skip_an_old_recording_is_never_downloaded_and_ends_expired
     old, new = h.source.recordings
     assert result.archived == 1 and archive_pass.tally.expired == 1
     assert h.source.downloads == [new.recording_id]
-    row = h.checkpoint.get(old.recording_id)
-    assert row is not None and row.state == "expired"
-    assert h.checkpoint.counts()["expired"] == 1
+    row = h.row(old.recording_id)
+    assert row.state == "expired"
+    assert h.checkpoint.counts()[RecordingState.EXPIRED] == 1
     assert h.checkpoint.watermark().position == NOW
     h.new_pass(retention=policy).run()  # terminal: never tried again
     assert h.source.downloads == [new.recording_id]
@@ -555,8 +569,7 @@ def test_audio_far_from_the_listed_duration_follows_audio_check(
         audio_check=check,
     )
     result = archive_pass.run()
-    far_row = h.checkpoint.get(far.recording_id)
-    assert far_row is not None
+    far_row = h.row(far.recording_id)
     if check is AudioCheck.FAIL:
         assert (result.archived, result.failed) == (1, 1)
         assert (far_row.state, far_row.reason, far_row.attempts) == ("failed", "audio_mismatch", 2)

@@ -25,7 +25,7 @@ import pytest
 from archiver import checkpoint as checkpoint_module
 from archiver.checkpoint import SCHEMA_VERSION, Checkpoint
 from archiver.errors import CheckpointError, CheckpointLocked
-from archiver.models import PassResult, Recording, Watermark, Window
+from archiver.models import PassOutcome, PassResult, Recording, RecordingState, Watermark, Window
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 SHA = "ab" * 32
@@ -182,7 +182,7 @@ def test_missing_file_is_an_error_without_create(db_path: Path) -> None:
 
 def test_reader_may_create_when_asked(db_path: Path) -> None:
     with Checkpoint.open(db_path, writer=False, create=True) as reader:
-        assert reader.counts()["pending"] == 0
+        assert reader.counts()[RecordingState.PENDING] == 0
     assert not Path(f"{db_path}.lock").exists()
 
 
@@ -192,7 +192,7 @@ def test_files_are_private_whatever_the_umask(db_path: Path) -> None:
         with Checkpoint.open(db_path) as cp:
             cp.add_listed([recording(1)])
             with Checkpoint.open(db_path, writer=False) as reader:
-                assert reader.counts()["pending"] == 1
+                assert reader.counts()[RecordingState.PENDING] == 1
             assert mode(db_path.parent) == 0o700
             for name in (db_path, f"{db_path}-wal", f"{db_path}-shm", f"{db_path}.lock"):
                 assert mode(name) == 0o600, name
@@ -332,7 +332,7 @@ def test_second_writer_process_is_refused_with_the_holders_pid(db_path: Path) ->
         with pytest.raises(CheckpointLocked) as caught:
             Checkpoint.open(db_path)
         with Checkpoint.open(db_path, writer=False) as reader:
-            assert reader.counts()["pending"] == 0
+            assert reader.counts()[RecordingState.PENDING] == 0
     finally:
         holder.communicate("", timeout=30)
     assert str(caught.value) == (
@@ -365,7 +365,7 @@ def test_reader_works_beside_a_writer(cp: Checkpoint, db_path: Path) -> None:
 
 def test_a_second_thread_can_read(cp: Checkpoint) -> None:
     cp.add_listed([recording(1)])
-    seen: list[dict[str, int]] = []
+    seen: list[dict[RecordingState, int]] = []
     thread = threading.Thread(target=lambda: seen.append(cp.counts()))
     thread.start()
     thread.join()
@@ -557,8 +557,8 @@ def test_counts_never_drift_over_a_random_history(db_path: Path) -> None:
             except ValueError:
                 pass  # a failure for an archived recording: refused, nothing written
             assert cp.counts() == truth(db_path), f"drift at step {step}"
-            assert cp.count_pending() == cp.counts()["pending"]
-            assert len(cp.failed_ids()) == cp.counts()["failed"]
+            assert cp.count_pending() == cp.counts()[RecordingState.PENDING]
+            assert len(cp.failed_ids()) == cp.counts()[RecordingState.FAILED]
 
 
 def test_a_rolled_back_write_leaves_counts_alone(cp: Checkpoint, db_path: Path) -> None:
@@ -675,12 +675,16 @@ def test_pass_results_round_trip_per_kind(cp: Checkpoint, monkeypatch: pytest.Mo
     monkeypatch.setattr(checkpoint_module, "PASS_HISTORY", 3)
     assert cp.last_pass() is None
     for n in range(6):
-        cp.record_pass(PassResult("pass", T0, T0 + timedelta(seconds=n), "ok", archived=n))
+        cp.record_pass(
+            PassResult("pass", T0, T0 + timedelta(seconds=n), PassOutcome.OK, archived=n)
+        )
     backfill = PassResult(
-        "backfill", T0, T0 + timedelta(minutes=1), "failed", 1, 2, 3, "S3 unreachable"
+        "backfill", T0, T0 + timedelta(minutes=1), PassOutcome.FAILED, 1, 2, 3, "S3 unreachable"
     )
     cp.record_pass(backfill)
-    assert cp.last_pass() == PassResult("pass", T0, T0 + timedelta(seconds=5), "ok", archived=5)
+    assert cp.last_pass() == PassResult(
+        "pass", T0, T0 + timedelta(seconds=5), PassOutcome.OK, archived=5
+    )
     assert cp.last_pass("backfill") == backfill
     kept = raw_sql(cp.path, "SELECT count(*) FROM passes WHERE kind = 'pass'")
     assert kept == [(3,)]
@@ -805,7 +809,7 @@ def test_scale(tmp_path: Path) -> None:
         status_queries(cp)
         status_seconds = time.perf_counter() - began
         assert counts == truth(db_path)
-        assert counts["archived"] == rows * 90 // 100
+        assert counts[RecordingState.ARCHIVED] == rows * 90 // 100
         assert_no_full_scan(query_plans(cp, db_path, lambda: status_queries(cp)))
 
         sample = [recording(n).recording_id for n in range(98, rows, 100)][:1000]

@@ -204,15 +204,16 @@ def test_a_credential_of_the_wrong_type_is_reported_once(tmp_path: Path) -> None
 # --- credentials that cannot travel in an HTTP header -----------------------------------------
 
 SECRET = "S3cretVALUE"  # distinctive, so a message quoting it would be caught
-BAD_VALUES = [
-    pytest.param(f"{SECRET}\n", "leading or trailing whitespace", id="trailing-newline"),
-    pytest.param(f" {SECRET}", "leading or trailing whitespace", id="leading-space"),
-    pytest.param(f"{SECRET[:4]}\x00{SECRET[4:]}", "control character (U+0000)", id="nul"),
-    pytest.param(f"{SECRET[:4]}\r\n{SECRET[4:]}", "control character (U+000D)", id="crlf"),
-    pytest.param(f"{SECRET[:4]}\t{SECRET[4:]}", "control character (U+0009)", id="tab"),
-    pytest.param(f"{SECRET}\x7f", "control character (U+007F)", id="del"),
-    pytest.param(f"{SECRET}é", "non-ASCII character", id="non-ascii"),
-]
+BAD_KEYS = {  # id: (the key's value, the problem named)
+    "trailing-newline": (f"{SECRET}\n", "leading or trailing whitespace"),
+    "leading-space": (f" {SECRET}", "leading or trailing whitespace"),
+    "nul": (f"{SECRET[:4]}\x00{SECRET[4:]}", "control character (U+0000)"),
+    "crlf": (f"{SECRET[:4]}\r\n{SECRET[4:]}", "control character (U+000D)"),
+    "tab": (f"{SECRET[:4]}\t{SECRET[4:]}", "control character (U+0009)"),
+    "del": (f"{SECRET}\x7f", "control character (U+007F)"),
+    "non-ascii": (f"{SECRET}é", "non-ASCII character"),
+}
+BAD_VALUES = [pytest.param(value, problem, id=name) for name, (value, problem) in BAD_KEYS.items()]
 
 
 def toml_string(value: str) -> str:
@@ -248,7 +249,11 @@ def test_a_bad_api_key_in_the_environment_is_named_as_the_variable(
     assert_never_quoted(found, value)
 
 
-INSIDE_A_FILE = [p for p in BAD_VALUES if "whitespace" not in p.values[1]]
+INSIDE_A_FILE = [
+    pytest.param(value, problem, id=name)
+    for name, (value, problem) in BAD_KEYS.items()
+    if "whitespace" not in problem
+]
 
 
 @pytest.mark.parametrize(("value", "problem"), INSIDE_A_FILE)

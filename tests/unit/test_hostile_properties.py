@@ -27,7 +27,7 @@ from archiver.archive import ArchivePass
 from archiver.checkpoint import Checkpoint
 from archiver.config import ArchiveConfig
 from archiver.errors import MalformedEntry
-from archiver.models import Recording
+from archiver.models import Recording, RecordingState
 from archiver.spool import Spool
 from tests.fakes import FakeStore
 from tests.unit.test_hostile_client import MP3, Server, client_for, reply
@@ -201,7 +201,7 @@ def test_no_hostile_answer_stops_the_pass_or_leaves_an_entry_behind(
         archive_pass.run()  # must not raise
 
         assert checkpoint.watermark().position == NOW
-        assert checkpoint.counts()["pending"] == 0
+        assert checkpoint.counts()[RecordingState.PENDING] == 0
         malformed = 0
         for entry in entries:
             try:

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from archiver.errors import CheckpointError, FatalError
 from archiver.metrics import GaugeState, Metrics
+from archiver.models import RecordingState
 from archiver.probe import ProbeServer
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -33,6 +34,11 @@ SPEC_METRICS = {
 }
 
 
+def counts(**by_state: int) -> dict[RecordingState, int]:
+    """The checkpoint's counts as `Checkpoint.counts` gives them: `counts(pending=4)`."""
+    return {RecordingState(state): n for state, n in by_state.items()}
+
+
 @dataclass
 class World:
     """The clocks and the checkpoint state a Metrics sees; tests move them by hand."""
@@ -40,7 +46,7 @@ class World:
     now: datetime = T0
     ticks: float = 1000.0
     state: GaugeState = field(
-        default_factory=lambda: GaugeState(T0 - timedelta(minutes=20), {"pending": 0, "failed": 0})
+        default_factory=lambda: GaugeState(T0 - timedelta(minutes=20), counts(pending=0, failed=0))
     )
     reads: int = 0
     alive: bool = True
@@ -164,7 +170,7 @@ def test_api_requests_are_labelled_by_endpoint_and_code(
 
 def test_gauges_read_the_checkpoint_at_scrape_time(world: World, probe: ProbeServer) -> None:
     world.state = GaugeState(
-        T0 - timedelta(minutes=20), {"pending": 4, "archived": 9, "failed": 1}, T0 - timedelta(1)
+        T0 - timedelta(minutes=20), counts(pending=4, archived=9, failed=1), T0 - timedelta(1)
     )
     found = samples(get(probe, "/metrics").body)
     assert (
@@ -178,7 +184,7 @@ def test_gauges_read_the_checkpoint_at_scrape_time(world: World, probe: ProbeSer
         found["cradle_archiver_last_success_timestamp_seconds"] == (T0 - timedelta(1)).timestamp()
     )
 
-    world.state = GaugeState(T0 + timedelta(minutes=5), {"pending": 0, "failed": 2})
+    world.state = GaugeState(T0 + timedelta(minutes=5), counts(pending=0, failed=2))
     world.now = T0 + timedelta(minutes=16)
     world.ticks += 2.0  # the cache has expired
     found = samples(get(probe, "/metrics").body)
@@ -203,7 +209,7 @@ def test_a_scrape_storm_reads_the_checkpoint_once_per_ttl(world: World, probe: P
 
 
 def test_values_not_known_yet_are_left_out_not_zero(world: World, probe: ProbeServer) -> None:
-    world.state = GaugeState(None, {"pending": 0, "archived": 0, "failed": 0})
+    world.state = GaugeState(None, counts(pending=0, archived=0, failed=0))
     reply = get(probe, "/metrics")
     found = samples(reply.body)
     for name in (
@@ -303,7 +309,7 @@ def test_two_instances_do_not_collide() -> None:
     a, b = first.metrics(), second.metrics()
     a.recording_archived(100, 1.0, 1.0)
     a.recording_failed("conflict")
-    second.state = GaugeState(None, {"pending": 7, "failed": 0})
+    second.state = GaugeState(None, counts(pending=7, failed=0))
     found_a = samples(a.exposition().decode())
     found_b = samples(b.exposition().decode())
     assert found_a["cradle_archiver_recordings_archived_total"] == 1

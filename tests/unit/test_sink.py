@@ -89,7 +89,7 @@ def fail_with(
     def hook(params: dict[str, Any], **_: Any) -> Any:
         if not only_if(params):
             return None
-        parsed = {"Error": {"Code": code, "Message": f"injected {code}"}}
+        parsed: dict[str, Any] = {"Error": {"Code": code, "Message": f"injected {code}"}}
         parsed["ResponseMetadata"] = {"HTTPStatusCode": status}
         return AWSResponse("https://s3.test", status, {}, None), parsed
 
@@ -123,7 +123,8 @@ def miss_first_head(sink: S3Sink, monkeypatch: pytest.MonkeyPatch) -> None:
 
     def head(key: str) -> StoredObject | None:
         if blind:
-            return blind.pop() and None
+            blind.pop()
+            return None
         return real_head(key)
 
     monkeypatch.setattr(sink, "head", head)
@@ -210,7 +211,12 @@ def test_the_sink_builds_one_client_for_all_its_puts(
 ) -> None:
     built: list[Any] = []
     real = sink_module.make_client
-    monkeypatch.setattr(sink_module, "make_client", lambda c: built.append(c) or real(c))
+
+    def make_client(config: S3Config) -> Any:
+        built.append(config)
+        return real(config)
+
+    monkeypatch.setattr(sink_module, "make_client", make_client)
     sink = S3Sink(S3Config(bucket=BUCKET))
     for n in range(3):
         rid = f"{n}b6a3c1e-8f7d-4c2a-9e1b-5d4f3a2b1c0d"
@@ -235,7 +241,7 @@ class ReadRecorder:
         class Wrapped:
             def read(self, size: int | None = -1) -> bytes:
                 recorder.sizes.append(size)
-                return handle.read(size)
+                return handle.read(-1 if size is None else size)
 
             def __getattr__(self, name: str) -> Any:
                 return getattr(handle, name)

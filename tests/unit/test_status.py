@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from archiver.checkpoint import Checkpoint
-from archiver.models import PassResult, Recording
+from archiver.models import PassOutcome, PassResult, Recording
 from archiver.status import build_report, render_text
 
 NOW = datetime(2024, 5, 2, tzinfo=UTC)
@@ -33,7 +33,7 @@ def test_report_counts_lag_last_pass_and_failures(tmp_path: Path) -> None:
             recording(2).recording_id, "http_404", dead_letter=False, max_attempts=1
         )
         checkpoint.record_pass(
-            PassResult("pass", NOW - timedelta(minutes=1), NOW, "dead_letters", 1, 1, 4)
+            PassResult("pass", NOW - timedelta(minutes=1), NOW, PassOutcome.DEAD_LETTERS, 1, 1, 4)
         )
         report = build_report(checkpoint, NOW)
     assert report["watermark"] == "2024-05-01T23:45:00.000Z"
