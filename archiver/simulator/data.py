@@ -36,6 +36,7 @@ class SimRecording:
     poison: str | None
     entry: dict[str, Any] = field(compare=False)
     late: bool = False
+    short_audio: bool = False  # the body holds half the audio the list claims
 
     @property
     def url(self) -> str:
@@ -144,16 +145,21 @@ def _hour(
         visible_at = started_at + timedelta(seconds=duration + options.processing_delay)
         if late:
             visible_at = max(visible_at, now + timedelta(seconds=options.late_delay))
+        # A draw of its own, so turning the switch on leaves every other recording as it was.
+        short = random.Random(f"{options.seed}:short:{recording_id}").random()
+        short_audio = short < options.short_audio
+        size = _size(options, duration, draws[11])
         made.append(
             SimRecording(
                 recording_id=recording_id,
                 started_at=started_at,
                 duration_seconds=duration,
-                size=_size(options, duration, draws[11]),
+                size=max(size // 2, MIN_BODY_SIZE) if short_audio else size,
                 visible_at=visible_at,
                 poison=None,
                 entry=entry,
                 late=late,
+                short_audio=short_audio,
             )
         )
     return made

@@ -89,6 +89,9 @@ class SimulatorOptions:
     bounds: str = switch("half-open", BOUNDS, "how from/until bound a list window")
     processing_delay: float = option(60.0, SECONDS, "seconds after a call ends it is listed")
     late_fraction: float = option(0.0, RATE, "share of recordings that are listed late")
+    short_audio: float = option(
+        0.0, RATE, "share of recordings whose audio is half what durationSeconds says"
+    )
     late_delay: float = option(120.0, SECONDS, "late ones appear this many seconds after start-up")
     boundary_fraction: float = option(0.05, Number(float, 0.0, 0.5), "share on the hour")
     latency: float = switch(0.0, SECONDS, "seconds before every API response")
