@@ -312,3 +312,28 @@ def test_the_bucket_reports_versioning_object_lock_and_a_default_retention(
     sink = lambda bucket: S3Sink(S3Config(bucket=bucket, endpoint_url=moto_server))  # noqa: E731
     assert sink(plain).lock_configuration() == BucketLock(False, False, None)
     assert sink(locked).lock_configuration() == BucketLock(True, True, "GOVERNANCE 5 years")
+
+
+@pytest.mark.parametrize("size", [1 * MIB, 6 * MIB], ids=["single", "multipart"])
+def test_on_seaweedfs_a_locked_write_is_locked_whole_or_in_parts(
+    seaweed_server: str, tmp_path: Path, size: int
+) -> None:
+    """A store that enforces Object Lock takes the lock of a PutObject and of a multipart
+    upload (whose every part names its SHA-256), and the legal hold with it."""
+    from tests import seaweed
+
+    admin = seaweed.client(seaweed_server)
+    bucket = f"locked-{uuid.uuid4().hex[:12]}"
+    admin.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    sink = S3Sink(
+        S3Config(bucket=bucket, endpoint_url=seaweed_server, multipart_threshold=5 * MIB),
+        client=seaweed.client(seaweed_server),
+        part_size=5 * MIB,
+    )
+    until = datetime(2029, 3, 1, 0, 30, tzinfo=UTC)
+    lock = Lock(LockMode.GOVERNANCE, until)
+    outcome, stored = sink.put(recording(), stage(tmp_path, mp3(size)), lock, legal_hold=True)
+    assert outcome is PutOutcome.CREATED
+    head = admin.head_object(Bucket=bucket, Key=stored.key)
+    assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"] == until
+    assert head["ObjectLockLegalHoldStatus"] == "ON"
