@@ -324,7 +324,13 @@ class FrameWalker:
             if confirms:
                 self._confirm_candidate()
             return self._accept(key, position)
-        # A candidate. The first one may be the info frame, which takes its first bytes to tell.
+        return self._hold_candidate(buffer, position, key, final=final)
+
+    def _hold_candidate(self, buffer: bytes, position: int, key: int, *, final: bool) -> int | None:
+        """A valid header that follows no frame: held until a second one like it confirms it.
+        The first one may be the info frame, which takes its first bytes to tell."""
+        length = _LENGTHS[key]
+        available = len(buffer) - position
         info_span = min(length, INFO_SPAN) if not self._found_frame else HEADER_SIZE
         if available < info_span:
             if not final:
