@@ -29,7 +29,7 @@ from archiver.errors import (
     SinkUnavailable,
     UsageError,
 )
-from archiver.holds import HoldRule, Selector, period_rule
+from archiver.holds import HoldRule, Selector, period_rule, to_change
 from archiver.models import parse_time, utc_now
 from archiver.retention import Period, parse_period
 
@@ -431,11 +431,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
     config = _config(args, require_credentials=False)
     with Checkpoint.open(config.state.path, writer=False, create=False) as checkpoint:
         if args.hold_action == "list":
-            rules = checkpoint.holds()
-            for rule in rules:
-                print(f"{rule.describe()}  (reason: {rule.reason})")
-            print(f"{len(rules)} holds in force")
-            return EXIT_OK
+            return _print_holds(checkpoint.holds())
         rule = hold_rule(args)
         started = utc_now()
         adding = args.hold_action == "add"
@@ -444,17 +440,10 @@ def cmd_hold(args: argparse.Namespace) -> int:
             raise UsageError(f"hold remove: no hold on {rule.describe()} (see `hold list`)")
         others = checkpoint.holds()
         sink = S3Sink(config.s3)
-        since, until = (
-            (datetime.fromisoformat(rule.values[0]), datetime.fromisoformat(rule.values[1]))
-            if rule.selector is Selector.PERIOD
-            else (None, None)
-        )
+        since, until = rule.bounds()
+        archived = checkpoint.archived(since=since, until=until)
         touched = []
-        for row in checkpoint.archived(since=since, until=until):
-            if not rule.matches(row.recording):
-                continue
-            if not adding and any(other.matches(row.recording) for other in others):
-                continue  # another hold still wants it held
+        for row in to_change(rule, archived, others, adding=adding):
             sink.set_legal_hold(row.key or sink.key_for(row.recording), adding)
             touched.append(row.recording.recording_id)
         action = Action(
@@ -472,6 +461,13 @@ def cmd_hold(args: argparse.Namespace) -> int:
     if adding:
         print("recordings it matches that are archived later are held as they are uploaded")
     print(f"audit record {key}")
+    return EXIT_OK
+
+
+def _print_holds(rules: Sequence[HoldRule]) -> int:
+    for rule in rules:
+        print(f"{rule.describe()}  (reason: {rule.reason})")
+    print(f"{len(rules)} holds in force")
     return EXIT_OK
 
 

@@ -9,11 +9,12 @@ offline and never asks the API.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from archiver.models import Recording, format_time
+from archiver.models import Recording, RecordingRow, format_time
 
 
 class Selector(StrEnum):
@@ -49,6 +50,13 @@ class HoldRule:
         """`hold remove` names the rule by what it selects; the reason may differ."""
         return (self.selector, self.values) == (other.selector, other.values)
 
+    def bounds(self) -> tuple[datetime | None, datetime | None]:
+        """The start times a period rule selects from and until; (None, None) for the others."""
+        if self.selector is not Selector.PERIOD:
+            return None, None
+        start, end = (datetime.fromisoformat(v) for v in self.values)
+        return start, end
+
     def describe(self) -> str:
         if self.selector is Selector.PERIOD:
             start, end = (datetime.fromisoformat(v) for v in self.values)
@@ -60,3 +68,16 @@ class HoldRule:
 
 def period_rule(start: datetime, end: datetime, reason: str) -> HoldRule:
     return HoldRule(Selector.PERIOD, (start.isoformat(), end.isoformat()), reason)
+
+
+def to_change(
+    rule: HoldRule, archived: Iterable[RecordingRow], others: Sequence[HoldRule], *, adding: bool
+) -> Iterator[RecordingRow]:
+    """The archived recordings whose legal hold `hold add` sets or `hold remove` lifts: those
+    `rule` matches, less, on removal, those another hold still in force wants held."""
+    for row in archived:
+        if not rule.matches(row.recording):
+            continue
+        if not adding and any(other.matches(row.recording) for other in others):
+            continue
+        yield row

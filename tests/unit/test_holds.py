@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from archiver.checkpoint import Checkpoint
 from archiver.cli import build_parser, hold_rule
 from archiver.errors import UsageError
-from archiver.holds import HoldRule, Selector, period_rule
+from archiver.holds import HoldRule, Selector, period_rule, to_change
 from archiver.models import Recording
 
 RID = "935f1dc8-b56a-535c-b678-95edf74c593c"
@@ -45,6 +46,41 @@ CALL = Recording(
 )
 def test_each_selector_matches_what_it_names(rule: HoldRule, matches: bool) -> None:
     assert rule.matches(CALL) is matches
+
+
+def test_only_a_period_rule_bounds_the_archived_rows_read() -> None:
+    end = datetime(2024, 5, 2, tzinfo=UTC)
+    assert period_rule(CALL.started_at, end, "r").bounds() == (CALL.started_at, end)
+    assert HoldRule(Selector.AGENT, ("ann@example.com",), "r").bounds() == (None, None)
+
+
+def test_removing_a_hold_spares_what_another_hold_still_wants(tmp_path: Path) -> None:
+    other_id = "1" * 8 + RID[8:]
+    other = replace(
+        CALL,
+        recording_id=other_id,
+        url=CALL.url.replace(RID, other_id),
+        agent1="carol@example.com",
+        agent2=None,
+    )
+    with Checkpoint.open(tmp_path / "state.db") as checkpoint:
+        checkpoint.add_listed([CALL, other])
+        for call in (CALL, other):
+            checkpoint.mark_archived(
+                call.recording_id, sha256="ab" * 32, size=1, key=call.recording_id
+            )
+        rows = list(checkpoint.archived())
+    number = HoldRule(Selector.NUMBER, ("+441234",), "case 42")
+    agent = HoldRule(Selector.AGENT, ("ann@example.com",), "case 43")
+
+    def changed(adding: bool, others: list[HoldRule]) -> list[str]:
+        return [
+            row.recording.recording_id for row in to_change(number, rows, others, adding=adding)
+        ]
+
+    assert changed(True, [agent]) == [CALL.recording_id, other.recording_id]
+    assert changed(False, []) == [CALL.recording_id, other.recording_id]
+    assert changed(False, [agent]) == [other.recording_id]
 
 
 def test_rules_are_kept_once_and_removed_by_what_they_select(tmp_path: Path) -> None:
