@@ -472,13 +472,7 @@ class ArchivePass:
         if not policy.is_expired(recording.started_at, self.clock()):
             return False
         self.ledger.mark_expired(recording.recording_id)
-        self.tally.expired += 1
-        log.info(
-            "recording.expired",
-            recording_id=recording.recording_id,
-            retain_until=format_time(policy.retain_until(recording.started_at)),
-            action="skipped",
-        )
+        self._expired(recording, "skipped")
         return True
 
     def _lock_for(self, recording: Recording) -> Lock | None:
@@ -486,14 +480,17 @@ class ArchivePass:
         lock = policy.lock_for(recording.started_at, self.clock())
         if lock is None and policy.mode is not None:
             # Past its date with `expired = "archive"`: kept, but S3 refuses a lock in the past.
-            self.tally.expired += 1
-            log.warning(
-                "recording.expired",
-                recording_id=recording.recording_id,
-                retain_until=format_time(policy.retain_until(recording.started_at)),
-                action="archived unlocked",
-            )
+            self._expired(recording, "archived unlocked")
         return lock
+
+    def _expired(self, recording: Recording, action: str) -> None:
+        self.tally.expired += 1
+        log.warning(
+            "recording.expired",
+            recording_id=recording.recording_id,
+            retain_until=format_time(self.retention.retain_until(recording.started_at)),
+            action=action,
+        )
 
     def _held(self, recording: Recording) -> bool:
         """A hold rule matches: the object is written with the legal hold on."""

@@ -69,6 +69,20 @@ _LOWEST, _HIGHEST = -(2**63), 2**63 - 1
 
 # "Troubled" recordings (failed at least once, not archived) have their own small index. The CHECKs
 # make every failed recording troubled, so queries for failed ones repeat the index's terms.
+# The triggers that keep `state_counts`; every version that rebuilds `recordings` makes them again.
+_COUNT_TRIGGERS = """
+CREATE TRIGGER recordings_counted_insert AFTER INSERT ON recordings BEGIN
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER recordings_counted_update AFTER UPDATE OF state ON recordings
+WHEN OLD.state <> NEW.state BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER recordings_counted_delete AFTER DELETE ON recordings BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+"""
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE recordings (
@@ -90,18 +104,7 @@ CREATE INDEX recordings_troubled ON recordings (updated_at)
 CREATE TABLE state_counts (state TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL CHECK (n >= 0))
     WITHOUT ROWID;
 INSERT INTO state_counts VALUES ('pending', 0), ('archived', 0), ('failed', 0);
-CREATE TRIGGER recordings_counted_insert AFTER INSERT ON recordings BEGIN
-    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
-END;
-CREATE TRIGGER recordings_counted_update AFTER UPDATE OF state ON recordings
-WHEN OLD.state <> NEW.state BEGIN
-    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
-    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
-END;
-CREATE TRIGGER recordings_counted_delete AFTER DELETE ON recordings BEGIN
-    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
-END;
-CREATE TABLE malformed (
+""" + _COUNT_TRIGGERS + """CREATE TABLE malformed (
     id INTEGER PRIMARY KEY, raw TEXT NOT NULL UNIQUE, reason TEXT NOT NULL,
     window_start INTEGER NOT NULL, window_end INTEGER NOT NULL,
     first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, times_seen INTEGER NOT NULL
@@ -118,8 +121,9 @@ CREATE TABLE passes (
 CREATE INDEX passes_kind ON passes (kind, id);
 """
 # Version 2: the terminal state `expired` (retention.expired = "skip"), what an archived
-# recording was locked with and how long its audio walked, and the legal holds' rules. SQLite cannot change a CHECK in
-# place, so the table is rebuilt (its indexes and triggers go with it and are made again).
+# recording was locked with and how long its audio walked, and the legal holds' rules. SQLite
+# cannot change a CHECK in place, so the table is rebuilt (its indexes and triggers go with it
+# and are made again).
 _SCHEMA_V2 = """
 CREATE TABLE recordings_v2 (
     id INTEGER PRIMARY KEY,
@@ -152,18 +156,8 @@ CREATE TABLE holds (
     id INTEGER PRIMARY KEY, selector TEXT NOT NULL, selection TEXT NOT NULL,  -- a JSON array
     reason TEXT NOT NULL, created_at INTEGER NOT NULL, UNIQUE (selector, selection)
 );
-CREATE TRIGGER recordings_counted_insert AFTER INSERT ON recordings BEGIN
-    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
-END;
-CREATE TRIGGER recordings_counted_update AFTER UPDATE OF state ON recordings
-WHEN OLD.state <> NEW.state BEGIN
-    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
-    UPDATE state_counts SET n = n + 1 WHERE state = NEW.state;
-END;
-CREATE TRIGGER recordings_counted_delete AFTER DELETE ON recordings BEGIN
-    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
-END;
 """
+_SCHEMA_V2 += _COUNT_TRIGGERS
 # Step n turns a version n-1 file into version n; append steps, never edit a released one.
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 _NOT_OURS = "{} is an SQLite database, not a cradle-archiver checkpoint"
