@@ -46,6 +46,35 @@ SCENARIOS = ("small", "large", "memory", "checkpoint")
 
 
 def main(argv: list[str] | None = None) -> int:
+    chosen, strict = _arguments(argv)
+    # The simulator logs through structlog in this process; the table owns stdout.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    RUN_DIR.mkdir(parents=True)
+
+    started = time.monotonic()
+    raw, sections = run_scenarios(chosen)
+    machine = describe_machine(time.monotonic() - started)
+    checked = targets(sections)
+    missed = [t for t in checked if not t["met"]]
+    preamble = [
+        f"cradle-archiver benchmark: {machine['date']}, {machine['cpus']} CPUs, "
+        f"Python {machine['python']}, loopback, {machine['seconds']:.0f} s",
+    ]
+    print(render(sections, preamble, [*NOTES, _verdict(checked, missed)]))
+    RESULTS.write_text(
+        json.dumps({"machine": machine, "targets": checked, "results": _jsonable(raw)}, indent=2)
+        + "\n"
+    )
+    failed_runs = [o.who for o in _outcomes(raw) if not o.ok]
+    if failed_runs:
+        print(f"runs that failed or archived wrongly: {', '.join(failed_runs)} (logs in {RUN_DIR})")
+        return 1
+    return 1 if strict and missed else 0
+
+
+def _arguments(argv: list[str] | None) -> tuple[list[str], bool]:
+    """The scenarios chosen, in the order given, and whether a missed target fails the run."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -54,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenario {unknown[0]}; choose from {', '.join(SCENARIOS)}")
-    # The simulator logs through structlog in this process; the table owns stdout.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
-    RUN_DIR.mkdir(parents=True)
+    return chosen, args.strict
 
-    started = time.monotonic()
+
+def run_scenarios(chosen: list[str]) -> tuple[dict[str, Any], list[Section]]:
+    """Each chosen scenario's raw figures by name, and its section of the table; the ones that
+    archive share one moto server."""
     raw: dict[str, Any] = {}
     sections: list[Section] = []
     if {"small", "large", "memory"} & set(chosen):
@@ -81,30 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         _progress(f"checkpoint at {CHECKPOINT_ROWS:,} recordings (built once, then cached)")
         raw["checkpoint"] = checkpoint_scale.measure(CHECKPOINT_ROWS, RUN_DIR)
         sections.append(checkpoint_section(raw["checkpoint"]))
+    return raw, sections
 
-    machine = {
+
+def describe_machine(elapsed: float) -> dict[str, Any]:
+    return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": round(elapsed, 1),
     }
-    checked = targets(sections)
-    missed = [t for t in checked if not t["met"]]
-    preamble = [
-        f"cradle-archiver benchmark: {machine['date']}, {machine['cpus']} CPUs, "
-        f"Python {machine['python']}, loopback, {machine['seconds']:.0f} s",
-    ]
-    print(render(sections, preamble, [*NOTES, _verdict(checked, missed)]))
-    RESULTS.write_text(
-        json.dumps({"machine": machine, "targets": checked, "results": _jsonable(raw)}, indent=2)
-        + "\n"
-    )
-    failed_runs = [o.who for o in _outcomes(raw) if not o.ok]
-    if failed_runs:
-        print(f"runs that failed or archived wrongly: {', '.join(failed_runs)} (logs in {RUN_DIR})")
-        return 1
-    return 1 if args.strict and missed else 0
 
 
 NOTES = [
