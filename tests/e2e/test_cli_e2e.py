@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import API_KEY, Bucket, cli, events, expected_objects, spawn, write_config
+from tests.e2e.harness import (
+    API_KEY,
+    ROOT,
+    Bucket,
+    cli,
+    cli_env,
+    events,
+    expected_objects,
+    spawn,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -240,13 +258,6 @@ def test_verify_retry_and_check(tmp_path: Path, simulator: Any, bucket: Bucket) 
 def test_backfill_draws_a_progress_bar_on_a_terminal(
     tmp_path: Path, simulator: Any, bucket: Bucket
 ) -> None:
-    import os
-    import pty
-    import subprocess
-    import sys
-
-    from tests.e2e.harness import ROOT, cli_env
-
     sim = simulator(per_hour=6)
     config = write_config(tmp_path / "config.toml", sim, bucket)
     start = min(r.started_at for r in sim.recordings()) - timedelta(minutes=1)
@@ -289,72 +300,99 @@ def test_backfill_draws_a_progress_bar_on_a_terminal(
     assert stdout.startswith("backfill ok:")
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def probe_get(base: str, path: str) -> tuple[int, str]:
+    """The daemon's answer to GET `path`: status and body; (0, "") while nothing listens."""
+    try:
+        with urllib.request.urlopen(base + path, timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def wait_until_ready(base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while probe_get(base, "/readyz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert probe_get(base, "/readyz")[0] == 200
+
+
+def samples_of(exposition: str) -> dict[str, float]:
+    """Prometheus's text format: each sample's name with its labels, and its value."""
+    return {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in exposition.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def assert_metrics_count_one_pass(exposition: str, archived: int) -> None:
+    samples = samples_of(exposition)
+    assert samples["cradle_archiver_recordings_archived_total"] == archived
+    assert samples["cradle_archiver_bytes_archived_total"] > 0
+    assert samples['cradle_archiver_api_requests_total{code="200",endpoint="download"}'] == archived
+    assert samples["cradle_archiver_pending_recordings"] == 0
+    assert samples["cradle_archiver_failed_recordings"] == 0
+    assert 0 <= samples["cradle_archiver_watermark_lag_seconds"] < 120
+    assert samples["cradle_archiver_download_seconds_count"] == archived
+    for name in ("watermark_timestamp_seconds", "last_success_timestamp_seconds"):
+        assert samples[f"cradle_archiver_{name}"] > 1.7e9
+    assert "# TYPE cradle_archiver_recordings_failed_total counter" in exposition
+    assert "# TYPE cradle_archiver_upload_seconds histogram" in exposition
+
+
 def test_the_daemon_serves_metrics_health_and_readiness(
     tmp_path: Path, simulator: Any, bucket: Bucket
 ) -> None:
-    import socket
-    import urllib.error
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sim = simulator(per_hour=6)
     config = write_config(
         tmp_path / "config.toml", sim, bucket, server={"listen": f"127.0.0.1:{port}"}
     )
     process = spawn("run", config=config)
     base = f"http://127.0.0.1:{port}"
-
-    def get(path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(base + path, timeout=2) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
-
     try:
-        deadline = time.monotonic() + 60
-        while get("/readyz")[0] != 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert get("/readyz")[0] == 200
-        assert get("/healthz") == (200, "ok\n")
+        wait_until_ready(base)
+        assert probe_get(base, "/healthz") == (200, "ok\n")
         time.sleep(2.1)  # the gauges cache the checkpoint's state for 2 s
-        code, text = get("/metrics")
+        code, text = probe_get(base, "/metrics")
         assert code == 200
-        archived = len(expected_objects(sim))
-        samples = {
-            line.split(" ")[0]: float(line.split(" ")[1])
-            for line in text.splitlines()
-            if line and not line.startswith("#")
-        }
-        assert samples["cradle_archiver_recordings_archived_total"] == archived
-        assert samples["cradle_archiver_bytes_archived_total"] > 0
-        assert (
-            samples['cradle_archiver_api_requests_total{code="200",endpoint="download"}']
-            == archived
-        )
-        assert samples["cradle_archiver_pending_recordings"] == 0
-        assert samples["cradle_archiver_failed_recordings"] == 0
-        assert 0 <= samples["cradle_archiver_watermark_lag_seconds"] < 120
-        assert samples["cradle_archiver_download_seconds_count"] == archived
-        for name in ("watermark_timestamp_seconds", "last_success_timestamp_seconds"):
-            assert samples[f"cradle_archiver_{name}"] > 1.7e9
-        assert "# TYPE cradle_archiver_recordings_failed_total counter" in text
-        assert "# TYPE cradle_archiver_upload_seconds histogram" in text
-        assert get("/nothing")[0] == 404
+        assert_metrics_count_one_pass(text, archived=len(expected_objects(sim)))
+        assert probe_get(base, "/nothing")[0] == 404
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
     assert process.returncode == 0
 
 
-def test_the_daemon_speaks_sd_notify(tmp_path: Path, simulator: Any, bucket: Bucket) -> None:
-    import os
-    import socket
+def receive_until(
+    listener: socket.socket, messages: list[str], wanted: Callable[[str], bool]
+) -> None:
+    """Appends each datagram to `messages` until one is `wanted` (or is there already)."""
+    while not any(wanted(m) for m in messages):
+        messages.append(listener.recv(4096).decode())
 
+
+def drain(listener: socket.socket, quiet: float = 2) -> list[str]:
+    """The datagrams still coming: read until `quiet` seconds pass without one."""
+    listener.settimeout(quiet)
+    messages = []
+    try:
+        while True:
+            messages.append(listener.recv(4096).decode())
+    except TimeoutError:
+        return messages
+
+
+def test_the_daemon_speaks_sd_notify(tmp_path: Path, simulator: Any, bucket: Bucket) -> None:
     sim = simulator(per_hour=6)
     config = write_config(tmp_path / "config.toml", sim, bucket)
     path = str(tmp_path / "notify.sock")
@@ -365,19 +403,14 @@ def test_the_daemon_speaks_sd_notify(tmp_path: Path, simulator: Any, bucket: Buc
     os.environ.pop("WATCHDOG_PID", None)
     messages: list[str] = []
     try:
-        while not any("archived" in m and "STATUS=" in m and "READY" not in m for m in messages):
-            messages.append(listener.recv(4096).decode())
-        while not any(m == "WATCHDOG=1" for m in messages):
-            messages.append(listener.recv(4096).decode())
+        receive_until(
+            listener, messages, lambda m: "archived" in m and "STATUS=" in m and "READY" not in m
+        )
+        receive_until(listener, messages, lambda m: m == "WATCHDOG=1")
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
-        listener.settimeout(2)
-        try:
-            while True:
-                messages.append(listener.recv(4096).decode())
-        except TimeoutError:
-            pass
+        messages += drain(listener)
         listener.close()
     assert process.returncode == 0
     assert messages[0].startswith("READY=1\nSTATUS=watermark ")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from archiver.retention import Period
+from archiver.simulator import SimRecording
 from tests import seaweed
 from tests.e2e.harness import Bucket, cli, events, spawn, write_config
 
@@ -29,7 +31,7 @@ def locked_bucket(endpoint: str, *, object_lock: bool = True) -> Bucket:
     return Bucket(name, endpoint, client)
 
 
-def recordings_in(sim: Any, bucket: Bucket) -> dict[str, Any]:
+def recordings_in(sim: Any, bucket: Bucket) -> dict[str, SimRecording]:
     """key -> simulator record, for every recording the simulator serves."""
     return {
         f"calls/{rec.started_at:%Y/%m/%d}/{rec.recording_id}.mp3": rec
@@ -172,6 +174,28 @@ def test_retention_extend_moves_every_date_on_resumes_after_a_kill_and_leaves_a_
     assert verify.returncode == 0, verify.stdout
 
 
+def a_number_called_on_both_sides(records: Iterable[SimRecording], middle: datetime) -> str:
+    """The commonest Cradle number with calls both before `middle` and from it on."""
+    ordered = list(records)
+    numbers = Counter(rec.entry.get("cradleNumber") for rec in ordered)
+    return next(
+        n
+        for n, _ in numbers.most_common()
+        if n
+        and any(r.entry.get("cradleNumber") == n and r.started_at < middle for r in ordered)
+        and any(r.entry.get("cradleNumber") == n and r.started_at >= middle for r in ordered)
+    )
+
+
+def legally_held(bucket: Bucket, key: str) -> bool:
+    try:
+        answer = bucket.client.get_object_legal_hold(Bucket=bucket.name, Key=key)
+    except ClientError as exc:  # never held: S3 says there is no configuration
+        assert exc.response["Error"]["Code"] == "NoSuchObjectLegalHold"
+        return False
+    return bool(answer["LegalHold"]["Status"] == "ON")
+
+
 def test_a_hold_by_number_holds_exactly_the_matching_objects_now_and_when_archived_later(
     tmp_path: Path, simulator: Any, seaweed_server: str
 ) -> None:
@@ -181,20 +205,13 @@ def test_a_hold_by_number_holds_exactly_the_matching_objects_now_and_when_archiv
         tmp_path / "config.toml", sim, bucket, retention={"mode": "governance", "period": "5y"}
     )
     records = recordings_in(sim, bucket)
-    ordered = sorted(records.items(), key=lambda item: item[1].started_at)
-    middle = ordered[len(ordered) // 2][1].started_at
-    numbers = Counter(rec.entry.get("cradleNumber") for _, rec in ordered)
-    number = next(
-        n
-        for n, _ in numbers.most_common()
-        if n
-        and any(r.entry.get("cradleNumber") == n and r.started_at < middle for _, r in ordered)
-        and any(r.entry.get("cradleNumber") == n and r.started_at >= middle for _, r in ordered)
-    )
+    ordered = sorted(records.values(), key=lambda rec: rec.started_at)
+    middle = ordered[len(ordered) // 2].started_at
+    number = a_number_called_on_both_sides(ordered, middle)
     first_half = cli(
         "backfill",
         "--from",
-        ordered[0][1].started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        ordered[0].started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "--until",
         middle.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         config=config,
@@ -206,14 +223,6 @@ def test_a_hold_by_number_holds_exactly_the_matching_objects_now_and_when_archiv
     rest = cli("run", "--once", config=config)
     assert rest.returncode == 0, rest.stderr[-2000:]
 
-    def held(key: str) -> bool:
-        try:
-            answer = bucket.client.get_object_legal_hold(Bucket=bucket.name, Key=key)
-        except ClientError as exc:  # never held: S3 says there is no configuration
-            assert exc.response["Error"]["Code"] == "NoSuchObjectLegalHold"
-            return False
-        return bool(answer["LegalHold"]["Status"] == "ON")
-
     matching = {
         key
         for key, rec in records.items()
@@ -221,14 +230,14 @@ def test_a_hold_by_number_holds_exactly_the_matching_objects_now_and_when_archiv
     }
     objects = [k for k in bucket.object_keys() if not k.startswith("calls/audit/")]
     assert set(objects) == set(records)
-    assert {key for key in objects if held(key)} == matching
+    assert {key for key in objects if legally_held(bucket, key)} == matching
     assert matching & archived_first and matching - archived_first  # both paths were used
     listed = cli("hold", "list", config=config)
     assert f"number {number}" in listed.stdout and "case 42" in listed.stdout
 
     lifted = cli("hold", "remove", "--number", number, "--reason", "case closed", config=config)
     assert lifted.returncode == 0, lifted.stderr[-2000:]
-    assert not any(held(key) for key in objects)
+    assert not any(legally_held(bucket, key) for key in objects)
     trails = sorted(k for k in bucket.object_keys() if k.startswith("calls/audit/"))
     assert [k.rsplit("-", 2)[-2:] for k in trails] == [
         ["hold", "add.json"],
