@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tests.e2e.harness import ROOT, cli_env
 
@@ -131,41 +131,22 @@ def run_cli(
     timeout: float = 90,
 ) -> Finished:
     """Run `cradle-archiver --log-format json --config CONFIG ARGS` and measure it."""
-    if retry_attempts is None:
-        command = [sys.executable, "-m", "archiver"]
-    else:
-        command = [sys.executable, "-c", _LAUNCH, str(retry_attempts)]
-    command += ["--log-format", "json", "--config", str(config), *args]
+    command = _command(args, config, retry_attempts)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
         proc = subprocess.Popen(command, stdout=out, stderr=err, env=cli_env(), cwd=ROOT)
         watch = _Watch(proc.pid, spool)
         watcher = threading.Thread(target=watch.run, daemon=True)
         watcher.start()
-        killed = False
         try:
-            # Wait without reaping, so the pid cannot be reused while we may still kill it.
-            deadline = started + timeout
-            while True:
-                result = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
-                if result is not None:
-                    break
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    killed = True
-                    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-                    break
-                time.sleep(0.01)
+            killed = _wait_unreaped(proc, deadline=started + timeout)
         finally:
             watch.done.set()
             watcher.join()
         _, status = os.waitpid(proc.pid, 0)
         proc.returncode = code = os.waitstatus_to_exitcode(status)
         wall = time.monotonic() - started
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode("utf-8", "replace")
-        stderr = err.read().decode("utf-8", "replace")
+        stdout, stderr = _text_of(out), _text_of(err)
     return Finished(
         code=code,
         stdout=stdout,
@@ -175,3 +156,29 @@ def run_cli(
         spool_peak=watch.spool_peak,
         killed=killed,
     )
+
+
+def _command(args: tuple[str, ...], config: Path, retry_attempts: int | None) -> list[str]:
+    if retry_attempts is None:
+        command = [sys.executable, "-m", "archiver"]
+    else:
+        command = [sys.executable, "-c", _LAUNCH, str(retry_attempts)]
+    return [*command, "--log-format", "json", "--config", str(config), *args]
+
+
+def _wait_unreaped(proc: subprocess.Popen[bytes], *, deadline: float) -> bool:
+    """Waits for the child to exit, killing it at `deadline` (True then), without reaping it:
+    its pid cannot be reused while the watch may still read /proc/PID or we may kill it."""
+    while True:
+        if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+            return False
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            return True
+        time.sleep(0.01)
+
+
+def _text_of(output: IO[bytes]) -> str:
+    output.seek(0)
+    return output.read().decode("utf-8", "replace")
