@@ -9,7 +9,8 @@ on a taken key, keeps versions, and enforces Object Lock. Nothing is downloaded 
 process. Each listens on an HTTP port and on a gRPC port 10000 above it, so every port is picked
 with its partner free, below Linux's ephemeral range (32768 and up) so that no client
 connection takes one between the pick and the start. Everything else it would open is turned
-off: WebDAV, the Iceberg and Lance catalogs, and the telemetry it would otherwise send home.
+off: WebDAV, the Iceberg and Lance catalogs, the telemetry it would otherwise send home, and
+its habit of creating a missing bucket on the first write to it (S3 answers NoSuchBucket).
 
 Its data lives in a directory of the caller's, so `stop` (the process ends; clients see
 connections refused) and `start` (the same ports, the same data) make a real outage.
@@ -188,6 +189,8 @@ class SeaweedFS:
             "s3.port": p["s3"],
             "admin.port": p["admin"],
             "s3.config": self._identities,
+            # As S3 does: a write to a missing bucket is NoSuchBucket, not a new bucket.
+            "s3.autoCreateBucket": "false",
             "filer.localSocket": self._sockets / "filer.sock",
             "s3.localSocket": self._sockets / "s3.sock",
             "master.telemetry": "false",

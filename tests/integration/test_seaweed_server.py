@@ -113,6 +113,15 @@ def test_a_version_locked_in_compliance_mode_cannot_be_deleted(s3: Any) -> None:
     assert retention["Retention"]["Mode"] == "COMPLIANCE"
 
 
+def test_a_write_to_a_missing_bucket_is_no_such_bucket(s3: Any) -> None:
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket="no-such-bucket-here", Key="k", Body=b"body")
+
+    assert code(refused) == "NoSuchBucket"
+    names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert "no-such-bucket-here" not in names
+
+
 def test_requests_without_its_credentials_are_refused(seaweed_server: str) -> None:
     stranger = seaweed.client(seaweed_server, access_key="someone-else")
 
