@@ -152,7 +152,7 @@ def crash(lab: Lab, params: Crash = Crash(), name: str = "") -> Report:
     with lab.checkpoint(config) as checkpoint:
         counts = checkpoint.counts()
     report.check(
-        counts == {"pending": 0, "archived": len(expected), "failed": 0},
+        counts == {"pending": 0, "archived": len(expected), "failed": 0, "expired": 0},
         f"the checkpoint counts {counts} for {len(expected)} recordings",
     )
     spool = list((Path(config).parent / "spool").glob("*"))

@@ -5,7 +5,9 @@ not in the bucket (`verify` exits 0), the watermark must not pass a recording th
 the bucket, and the next pass must complete. The daemon variant keeps `run` going through the
 outage: it stays up and finishes the work by itself once S3 is back.
 
-Each run gets an S3 server of its own, so stopping it disturbs no other scenario.
+Each run gets an S3 server of its own, so stopping it disturbs no other scenario: moto's in a
+process, or the one passed in (tests/e2e/test_seaweed_e2e.py passes SeaweedFS, whose process ends
+and starts again on the same data directory).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from archiver.simulator import SimRecording
 from tests.chaos.audit import audit, key_of, valid_recordings
 from tests.chaos.lab import Lab, wait_for
 from tests.chaos.report import Report
-from tests.chaos.s3server import S3Process
+from tests.chaos.s3server import S3Process, S3Server
 from tests.e2e.harness import Bucket
 
 
@@ -37,19 +39,21 @@ class Outage:
     seed: int = 9
 
 
-def outage(lab: Lab, params: Outage = Outage()) -> Report:
+def outage(lab: Lab, params: Outage = Outage(), s3: S3Server | None = None) -> Report:
+    """`s3`: the server to stop and start, closed by the caller; by default a moto of its own."""
     p = params
     report = Report("s3 outage (daemon)" if p.daemon else "s3 outage")
-    s3 = S3Process()
+    server = s3 if s3 is not None else S3Process()
     try:
-        _outage(lab, p, report, s3)
+        _outage(lab, p, report, server)
     finally:
-        s3.close()
+        if s3 is None:
+            server.close()
     report.close(lab)
     return report
 
 
-def _outage(lab: Lab, p: Outage, report: Report, s3: S3Process) -> None:
+def _outage(lab: Lab, p: Outage, report: Report, s3: S3Server) -> None:
     sim = lab.simulator(
         hours=p.hours,
         seed=p.seed,
@@ -110,7 +114,7 @@ def _outage(lab: Lab, p: Outage, report: Report, s3: S3Process) -> None:
     with lab.checkpoint(config) as checkpoint:
         counts = checkpoint.counts()
     report.check(
-        counts == {"pending": 0, "archived": len(expected), "failed": 0},
+        counts == {"pending": 0, "archived": len(expected), "failed": 0, "expired": 0},
         f"the checkpoint counts {counts} for {len(expected)} recordings",
     )
 
