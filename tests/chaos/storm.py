@@ -218,7 +218,8 @@ def cut_lists(lab: Lab, seed: int = 5) -> Report:
 
 
 def _versions(bucket: Bucket) -> list[tuple[str, str]]:
+    """Every version of every recording object (not the audit trail, which `retry` adds to)."""
     found = []
     for page in bucket.client.get_paginator("list_object_versions").paginate(Bucket=bucket.name):
         found += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
-    return sorted(found)
+    return sorted(item for item in found if item[0].endswith(".mp3"))
