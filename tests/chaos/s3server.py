@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,6 +121,17 @@ def main() -> None:
         action()
         print(f"ok {command}", flush=True)
     server.stop()
+
+
+class S3Server(Protocol):
+    """An S3 endpoint a scenario can take down and bring back: S3Process (moto), or
+    tests.seaweed.SeaweedFS."""
+
+    @property
+    def url(self) -> str: ...
+    def stop(self) -> None: ...
+    def start(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class S3Process:
