@@ -74,34 +74,10 @@ class ApiHandler(SimHandler):
         query: dict[str, list[str]],
         ticket: Ticket,
     ) -> None:
-        if ticket.violation:
-            # Not counted as an injected fault: the client broke a rule.
-            error = {"error": "Too many requests", "rule": ticket.violation}
-            self.send_json(429, error, ticket, {"Retry-After": "1"})
-            return
-        if not self._authorised(state.options):
-            self.send_json(401, {"error": "Missing or invalid CRADLE_ID / CRADLE_API_KEY"}, ticket)
-            return
-        if switches.forbid:
-            self.send_json(403, {"error": "This API key may not use this endpoint"}, ticket)
+        if self._refused(state, switches, ticket):
             return
         plan = state.dice.plan(switches, kind, self.path)
-        if switches.latency and state.stopping.wait(switches.latency):
-            self.close_connection = True  # shutting down: answer nothing
-            return
-        if plan.drop_headers:
-            state.counters.fault("drop_headers")
-            ticket.finish()
-            self.close_connection = True
-            return
-        if plan.status_429:
-            state.counters.fault("429")
-            headers = _retry_after_header(plan.retry_after)
-            self.send_json(429, {"error": "Too many requests"}, ticket, headers)
-            return
-        if plan.status_5xx:
-            state.counters.fault("5xx")
-            self.send_json(plan.status_5xx, {"error": "Internal error, try again"}, ticket)
+        if self._faulted(state, switches, plan, ticket):
             return
         if kind in ("list", "conversations"):
             self._list(state, switches, kind, query, plan, ticket)
@@ -111,6 +87,46 @@ class ApiHandler(SimHandler):
             self.send_json(405, {"error": f"{method} is not allowed here"}, ticket)
         else:
             self.send_json(404, {"error": "Not found"}, ticket)
+
+    def _refused(self, state: SimState, switches: SimulatorOptions, ticket: Ticket) -> bool:
+        """Answers a request the API would refuse (a rate rule broken, bad credentials, a
+        forbidden key); False when it may go on."""
+        if ticket.violation:
+            # Not counted as an injected fault: the client broke a rule.
+            error = {"error": "Too many requests", "rule": ticket.violation}
+            self.send_json(429, error, ticket, {"Retry-After": "1"})
+            return True
+        if not self._authorised(state.options):
+            self.send_json(401, {"error": "Missing or invalid CRADLE_ID / CRADLE_API_KEY"}, ticket)
+            return True
+        if switches.forbid:
+            self.send_json(403, {"error": "This API key may not use this endpoint"}, ticket)
+            return True
+        return False
+
+    def _faulted(
+        self, state: SimState, switches: SimulatorOptions, plan: Plan, ticket: Ticket
+    ) -> bool:
+        """Waits out the latency, then plays the plan's fault before any answer (headers
+        dropped, a 429, a 5xx); False when the request is to be answered."""
+        if switches.latency and state.stopping.wait(switches.latency):
+            self.close_connection = True  # shutting down: answer nothing
+            return True
+        if plan.drop_headers:
+            state.counters.fault("drop_headers")
+            ticket.finish()
+            self.close_connection = True
+            return True
+        if plan.status_429:
+            state.counters.fault("429")
+            headers = _retry_after_header(plan.retry_after)
+            self.send_json(429, {"error": "Too many requests"}, ticket, headers)
+            return True
+        if plan.status_5xx:
+            state.counters.fault("5xx")
+            self.send_json(plan.status_5xx, {"error": "Internal error, try again"}, ticket)
+            return True
+        return False
 
     def _authorised(self, options: SimulatorOptions) -> bool:
         given_id = self.headers.get("CRADLE_ID", "").encode()

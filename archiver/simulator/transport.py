@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,7 +23,7 @@ from archiver.simulator.body import CHUNK_SIZE
 from archiver.simulator.faults import Plan
 from archiver.simulator.kinds import split_listen
 from archiver.simulator.state import SimState
-from archiver.simulator.stats import Ticket
+from archiver.simulator.stats import Stats, Ticket
 
 log = structlog.get_logger()
 
@@ -124,38 +125,20 @@ class SimHandler(BaseHTTPRequestHandler):
     ) -> None:
         """Answer with `length` bytes of `pieces`, applying the plan's body faults."""
         state = self.server.state
-        counters = state.counters
-        cut = length
-        if (plan.drop_body or plan.truncate) and length > 1:
-            cut = min(length - 1, max(1, int(length * plan.cut_fraction)))
-            counters.fault("drop_body" if plan.drop_body else "truncate")
-        counted = False
-
-        def before_last() -> None:
-            # Bookkeeping happens before the client can see the end of the response, so a
-            # client that reads /_sim/stats right after a download finds it counted.
-            nonlocal counted
-            if ticket:
-                ticket.finish()
-            if download and cut == length:
-                counters.add("downloads_completed")
-                counted = True
-
+        cut = _cut(length, plan, state.counters)
+        completion = _Completion(state.counters, ticket, download and cut == length)
         if self.api_request:
-            counters.response(status)
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(length))
+            state.counters.response(status)
+        self._send_head(status, content_type, length, headers or {})
         if cut == 0:
-            before_last()
+            completion.before_last()
         self.end_headers()
         try:
-            sent = self._write(_limit(pieces, cut), before_last, self._throttle(plan), download)
+            sent = self._write(
+                _limit(pieces, cut), completion.before_last, self._throttle(plan), download
+            )
         except DISCONNECTS:
-            if counted:  # the last write failed after all
-                counters.add("downloads_completed", -1)
+            completion.undo()  # the last write failed after all
             raise
         if sent < length:
             self.close_connection = True
@@ -171,6 +154,16 @@ class SimHandler(BaseHTTPRequestHandler):
     ) -> None:
         body = json.dumps(document).encode()
         self.send(status, "application/json", len(body), [body], ticket, headers=headers)
+
+    def _send_head(
+        self, status: int, content_type: str, length: int, headers: dict[str, str]
+    ) -> None:
+        """The status line and headers, all but the blank line that ends them."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
 
     def _throttle(self, plan: Plan) -> float | None:
         state = self.server.state
@@ -217,6 +210,38 @@ class SimHandler(BaseHTTPRequestHandler):
             sent += len(piece)
             piece = following
         return sent
+
+
+def _cut(length: int, plan: Plan, counters: Stats) -> int:
+    """How many of a body's `length` bytes are sent: all, or fewer when the plan drops or
+    truncates the body (then counted as that fault)."""
+    if not (plan.drop_body or plan.truncate) or length <= 1:
+        return length
+    counters.fault("drop_body" if plan.drop_body else "truncate")
+    return min(length - 1, max(1, int(length * plan.cut_fraction)))
+
+
+@dataclass
+class _Completion:
+    """A response's bookkeeping, done just before its last write: the client cannot see the
+    end of the response before it, so one that reads /_sim/stats right after a download
+    finds it counted."""
+
+    counters: Stats
+    ticket: Ticket | None
+    completes_download: bool  # a download sent whole
+    counted: bool = False
+
+    def before_last(self) -> None:
+        if self.ticket:
+            self.ticket.finish()
+        if self.completes_download:
+            self.counters.add("downloads_completed")
+            self.counted = True
+
+    def undo(self) -> None:
+        if self.counted:
+            self.counters.add("downloads_completed", -1)
 
 
 def _limit(pieces: Iterable[bytes], cut: int) -> Iterator[bytes]:
