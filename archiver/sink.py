@@ -321,6 +321,11 @@ class S3Sink:
             args["ChecksumAlgorithm"] = "SHA256"
         args["ContentLength"] = staged.size
         with _open_staged(staged) as body:
+            # Read once more before sending: a store that ignores ChecksumSHA256 (older MinIO,
+            # moto) would keep a body that changed on disk since it was verified, and a write
+            # is never repeated over it.
+            _require_digest(body, staged)
+            body.seek(0)
             args["Body"] = body
             self._conditional_write("put_object", key, args)
 
@@ -572,6 +577,17 @@ class _PartBody:
         self.seek(0)
         while block := self.read(READ_BLOCK):
             yield block
+
+
+def _require_digest(body: BinaryIO, staged: StagedFile) -> None:
+    digest = hashlib.sha256()
+    while block := body.read(READ_BLOCK):
+        digest.update(block)
+    if digest.hexdigest() != staged.sha256.lower():
+        raise RecordingFailed(
+            f"staged file {staged.path} no longer has the sha256 it was verified with",
+            reason="staged_corrupt",
+        )
 
 
 def _open_staged(staged: StagedFile) -> BinaryIO:

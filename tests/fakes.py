@@ -7,10 +7,11 @@ sink on moto and the sink on SeaweedFS, so it cannot drift from the real layout.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from archiver.errors import SinkUnavailable
+from archiver.errors import RecordingFailed, SinkUnavailable
 from archiver.layout import object_key
 from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
 from archiver.retention import Lock
@@ -73,6 +74,11 @@ class FakeStore:
             same = existing.sha256 == staged.sha256
             return PutResult(PutOutcome.ALREADY_PRESENT if same else PutOutcome.CONFLICT, existing)
         data = staged.path.read_bytes()
+        # As the sink does before it sends: the bytes must still be the ones verified.
+        if len(data) != staged.size or hashlib.sha256(data).hexdigest() != staged.sha256.lower():
+            raise RecordingFailed(
+                f"staged file {staged.path} is not the body verified", reason="staged_corrupt"
+            )
         self.objects[key] = (data, staged.sha256)
         if lock is not None:
             self.locks[key] = lock
