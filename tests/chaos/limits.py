@@ -78,8 +78,10 @@ def json_log_lines(lab: Lab) -> Report:
         "json-lines", sim, bucket, schedule={"interval": "1s", "shutdown_timeout": "10s"}
     )
     daemon = lab.spawn("run", config=config)
-    time.sleep(3)
-    report.check(daemon.alive(), "the daemon died")
+    # Started, not slept on: a SIGTERM before the handlers are set would kill it with -15.
+    started = wait_for(lambda: daemon.saw("daemon.started") or not daemon.alive(), 60)
+    report.check(bool(started) and daemon.alive(), "the daemon died or never started")
+    time.sleep(2)  # a few 1 s intervals, the pass still on its slow body
     daemon.send(signal.SIGTERM)
     run = daemon.wait(30)
     report.clean_exit(run, (0,), "the daemon stopped by SIGTERM")

@@ -160,9 +160,19 @@ def test_sigterm_stops_the_daemon_cleanly(tmp_path: Path, simulator: Any, bucket
     sim = simulator(per_hour=30, bytes_per_second=4000)
     config = write_config(tmp_path / "config.toml", sim, bucket)
     process = spawn("run", config=config)
-    time.sleep(3)
+    # Not a fixed sleep: on a loaded machine the interpreter may still be importing after 3 s,
+    # and a SIGTERM before the handlers are in place kills it with -15. Once the daemon says it
+    # has started, a pass is under way and the handlers are set.
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if '"daemon.started"' in line:
+            break
+    time.sleep(1)  # into the first pass, so the stop lands mid-work
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=15)
+    _, rest = process.communicate(timeout=15)
+    stderr = "".join(seen) + rest
     assert process.returncode == 0, stderr[-2000:]
     assert any(e["event"] == "daemon.stopped" for e in events(stderr))
     assert bucket.multipart_uploads() == []
