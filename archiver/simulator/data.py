@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from archiver.simulator.body import vbr_body_size
 from archiver.simulator.options import MAX_BODY_SIZE, MIN_BODY_SIZE, POISON_KINDS, SimulatorOptions
 
 _NAMESPACE = uuid.UUID("6ac27f15-a68a-48df-82b2-d1f917f5cc14")
@@ -37,6 +38,7 @@ class SimRecording:
     entry: dict[str, Any] = field(compare=False)
     late: bool = False
     short_audio: bool = False  # the body holds half the audio the list claims
+    vbr: bool = False  # served as VBR frames after a Xing frame, not as CBR 128 kbps
 
     @property
     def url(self) -> str:
@@ -148,7 +150,8 @@ def _hour(
         # A draw of its own, so turning the switch on leaves every other recording as it was.
         short = random.Random(f"{options.seed}:short:{recording_id}").random()
         short_audio = short < options.short_audio
-        size = _size(options, duration, draws[11])
+        vbr = random.Random(f"{options.seed}:vbr:{recording_id}").random() < options.vbr
+        size = _size(options, duration, draws[11], recording_id if vbr else None)
         made.append(
             SimRecording(
                 recording_id=recording_id,
@@ -160,17 +163,23 @@ def _hour(
                 entry=entry,
                 late=late,
                 short_audio=short_audio,
+                vbr=vbr,
             )
         )
     return made
 
 
-def _size(options: SimulatorOptions, duration: int, large_roll: float) -> int:
+def _size(options: SimulatorOptions, duration: int, large_roll: float, vbr_id: str | None) -> int:
+    """A fixed or large size wins; otherwise the duration's worth of bytes: `bytes_per_second`
+    for CBR, whole VBR frames (`vbr_id` names a VBR recording) for VBR, within the bounds."""
     if options.size is not None:
         return options.size
     if large_roll < options.large_fraction:
         return options.large_size
-    return min(max(duration * options.bytes_per_second, MIN_BODY_SIZE), MAX_BODY_SIZE)
+    natural = duration * options.bytes_per_second
+    if vbr_id is not None:
+        natural = vbr_body_size(vbr_id, duration)
+    return min(max(natural, MIN_BODY_SIZE), MAX_BODY_SIZE)
 
 
 def _offset(roll: float, where: float, boundary_fraction: float) -> int:
@@ -233,6 +242,7 @@ def _poison(
             poison=kind,
             entry=entry,
             late=recording.late,
+            vbr=recording.vbr,
         )
     return result
 

@@ -92,6 +92,7 @@ class SimulatorOptions:
     short_audio: float = option(
         0.0, RATE, "share of recordings whose audio is half what durationSeconds says"
     )
+    vbr: float = option(0.0, RATE, "share of recordings served as VBR with a Xing frame")
     late_delay: float = option(120.0, SECONDS, "late ones appear this many seconds after start-up")
     boundary_fraction: float = option(0.05, Number(float, 0.0, 0.5), "share on the hour")
     latency: float = switch(0.0, SECONDS, "seconds before every API response")

@@ -58,7 +58,7 @@ class SimState:
     def body(self, recording_id: str) -> Iterator[bytes]:
         """The body a good download of this recording serves."""
         recording = self.catalog.by_id[recording_id]
-        return iter_body(self.options.seed, recording_id, recording.size)
+        return iter_body(self.options.seed, recording_id, recording.size, vbr=recording.vbr)
 
     def body_sha256(self, recording_id: str) -> str:
         """The hex SHA-256 of `body` (computed once, then cached)."""
