@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -233,17 +233,7 @@ def _poison(
         entry = recording.entry
         if kind == "offhost":
             entry = {**entry, "url": recording_url(canary_root, recording.recording_id)}
-        result[index] = SimRecording(
-            recording_id=recording.recording_id,
-            started_at=recording.started_at,
-            duration_seconds=recording.duration_seconds,
-            size=recording.size,
-            visible_at=recording.visible_at,
-            poison=kind,
-            entry=entry,
-            late=recording.late,
-            vbr=recording.vbr,
-        )
+        result[index] = replace(recording, poison=kind, entry=entry)
     return result
 
 
