@@ -58,7 +58,9 @@ def test_every_object_is_locked_until_its_call_plus_the_period_and_old_ones_foll
     assert check.returncode == 0, check.stderr[-2000:]
     assert "retention   ok" in check.stdout
 
-    result = cli("run", "--once", config=config, timeout=300)
+    # A backfill of the whole period: the oldest calls are past their date already.
+    since = (end - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = cli("backfill", "--from", since, config=config, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     now = datetime.now(UTC)
     wanted = recordings_in(sim, bucket)
@@ -99,7 +101,8 @@ def test_with_expired_archive_old_calls_are_kept_unlocked(
         archive={"window": "1d", "settle_delay": "0s"},
         retention={"mode": "governance", "period": "2d", "expired": "archive"},
     )
-    result = cli("run", "--once", config=config, timeout=300)
+    since = (end - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = cli("backfill", "--from", since, config=config, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     now = datetime.now(UTC)
     wanted = recordings_in(sim, bucket)
