@@ -504,6 +504,7 @@ class ArchivePass:
         return result, time.monotonic() - started
 
     def _settle(self, upload: Upload) -> None:
+        """What became of an upload, recorded: archived, a conflict, or a failed attempt."""
         recording, staged = upload.recording, upload.staged
         try:
             (outcome, stored), seconds = upload.future.result()
@@ -530,6 +531,11 @@ class ArchivePass:
             )
             self.spool.discard(staged)
             return
+        self._archived(upload, key, seconds if outcome is PutOutcome.CREATED else None)
+
+    def _archived(self, upload: Upload, key: str, upload_seconds: float | None) -> None:
+        """The object is in S3 (written now, or found there: `upload_seconds` None)."""
+        recording, staged = upload.recording, upload.staged
         self.ledger.mark_archived(
             recording.recording_id,
             sha256=staged.sha256,
@@ -548,12 +554,7 @@ class ArchivePass:
         self.spool.discard(staged)
         self.tally.archived += 1
         self.tally.bytes += staged.size
-        self.events.archived(
-            recording,
-            staged.size,
-            upload.download_seconds,
-            seconds if outcome is PutOutcome.CREATED else None,
-        )
+        self.events.archived(recording, staged.size, upload.download_seconds, upload_seconds)
         self._report()
         log.info(
             "recording.archived",
@@ -561,8 +562,8 @@ class ArchivePass:
             key=key,
             bytes=staged.size,
             sha256=staged.sha256,
-            upload_seconds=round(seconds, 3),
-            already_present=outcome is PutOutcome.ALREADY_PRESENT,
+            upload_seconds=None if upload_seconds is None else round(upload_seconds, 3),
+            already_present=upload_seconds is None,
         )
 
     def _failed(

@@ -12,7 +12,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
@@ -32,6 +32,12 @@ from archiver.errors import (
 from archiver.holds import HoldRule, Selector, period_rule, to_change
 from archiver.models import parse_time, utc_now
 from archiver.retention import Period, parse_period
+
+if TYPE_CHECKING:  # for annotations only: each command imports what it runs when it runs
+    from archiver.extend import Extension
+    from archiver.models import RecordingRow
+    from archiver.retention import Lock
+    from archiver.trail import TrailStore
 
 log = structlog.get_logger("archiver.cli")
 PROG = "cradle-archiver"
@@ -343,10 +349,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_retention(args: argparse.Namespace) -> int:
     from archiver.checkpoint import Checkpoint
     from archiver.extend import Target, extend
-    from archiver.models import RecordingRow
-    from archiver.retention import Lock
     from archiver.sink import S3Sink
-    from archiver.trail import Action, record
 
     config = _config(args, require_credentials=False)
     mode = config.retention.mode
@@ -361,15 +364,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     with Checkpoint.open(config.state.path, writer=False, create=False) as checkpoint:
         rows = checkpoint.archived(since=args.since, until=args.until)
         if args.dry_run:
-            plan = extend(rows, target, mode, None, shutdown.stop)
-            print(
-                f"dry run: {plan.extended} of {plan.checked} archived recordings would be locked"
-                f" longer ({plan.already_later} already locked as long or longer)"
-            )
-            if plan.earliest and plan.latest:
-                print(
-                    f"new retain-until dates from {plan.earliest:%Y-%m-%d} to {plan.latest:%Y-%m-%d}"
-                )
+            _print_extension_plan(extend(rows, target, mode, None, shutdown.stop))
             return EXIT_OK
         sink = S3Sink(config.s3)
 
@@ -378,21 +373,36 @@ def cmd_retention(args: argparse.Namespace) -> int:
             checkpoint.set_lock(row.recording.recording_id, lock)
 
         done = extend(rows, target, mode, apply, shutdown.stop)
-        action = Action(
-            action="retention-extend",
-            arguments=sys.argv[1:],
-            started_at=started,
-            finished_at=utc_now(),
-            counts=done.counts(),
-            recordings=done.recordings,
-            latest_date=done.latest,
-        )
-        key = record(sink, config.s3.prefix, action, config.retention, utc_now())
+        key = _record_extension(config, sink, done, started)
     print(
         f"{done.extended} extended, {done.already_later} already locked as long or longer,"
         f" {done.checked} checked; audit record {key}"
     )
     return EXIT_OK
+
+
+def _print_extension_plan(plan: Extension) -> None:
+    print(
+        f"dry run: {plan.extended} of {plan.checked} archived recordings would be locked"
+        f" longer ({plan.already_later} already locked as long or longer)"
+    )
+    if plan.earliest and plan.latest:
+        print(f"new retain-until dates from {plan.earliest:%Y-%m-%d} to {plan.latest:%Y-%m-%d}")
+
+
+def _record_extension(config: Config, sink: TrailStore, done: Extension, started: datetime) -> str:
+    from archiver.trail import Action, record
+
+    action = Action(
+        action="retention-extend",
+        arguments=sys.argv[1:],
+        started_at=started,
+        finished_at=utc_now(),
+        counts=done.counts(),
+        recordings=done.recordings,
+        latest_date=done.latest,
+    )
+    return record(sink, config.s3.prefix, action, config.retention, utc_now())
 
 
 def hold_rule(args: argparse.Namespace) -> HoldRule:
