@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 
@@ -135,39 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(SCENARIOS))
         return 0
     root = Path(tempfile.mkdtemp(prefix="cradle-chaos-"))
-    simulator_log = open(root / "simulator.log", "w")  # noqa: SIM115  closed at the end
-    # The in-process simulators log here, not over the report.
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(simulator_log),
-    )
     print(f"chaos: working in {root}", flush=True)
-    reports: list[Report] = []
     began = time.monotonic()
-    s3 = S3Process()
-    try:
-        for name in args.only or SCENARIOS:
-            started = time.monotonic()
-            with Lab.open(root / name, s3) as lab:
-                try:
-                    report = SCENARIOS[name](lab)
-                except Exception as exc:  # one broken scenario must not hide the others
-                    report = Report(name)
-                    report.check(False, f"the scenario itself failed: {exc!r}")
-            if report is None:
-                print(f"{name}: skipped (not possible here)", flush=True)
-                continue
-            reports.append(report)
-            print(f"{report.explain()}\n  ({time.monotonic() - started:.0f}s)", flush=True)
-    finally:
-        s3.close()
-        simulator_log.close()
+    with open(root / "simulator.log", "w") as simulator_log:
+        log_simulators_to(simulator_log)
+        reports = run_scenarios(args.only or list(SCENARIOS), root)
     line, ok = figures_line(reports)
     print(f"chaos: {len(reports)} scenarios in {time.monotonic() - began:.0f}s")
     if ok and not args.keep:
@@ -176,6 +149,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos: logs kept in {root}")
     print(line)
     return 0 if ok else 1
+
+
+def log_simulators_to(file: TextIO) -> None:
+    """The in-process simulators log here, not over the report."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file),
+    )
+
+
+def run_scenarios(names: list[str], root: Path) -> list[Report]:
+    """Each scenario in a lab of its own under `root`, all on one moto S3 process; a report
+    each (none for a scenario not possible here), printed as it ends."""
+    reports: list[Report] = []
+    s3 = S3Process()
+    try:
+        for name in names:
+            started = time.monotonic()
+            report = run_scenario(name, root, s3)
+            if report is None:
+                print(f"{name}: skipped (not possible here)", flush=True)
+                continue
+            reports.append(report)
+            print(f"{report.explain()}\n  ({time.monotonic() - started:.0f}s)", flush=True)
+    finally:
+        s3.close()
+    return reports
+
+
+def run_scenario(name: str, root: Path, s3: S3Process) -> Report | None:
+    with Lab.open(root / name, s3) as lab:
+        try:
+            return SCENARIOS[name](lab)
+        except Exception as exc:  # one broken scenario must not hide the others
+            report = Report(name)
+            report.check(False, f"the scenario itself failed: {exc!r}")
+            return report
 
 
 if __name__ == "__main__":

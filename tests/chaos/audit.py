@@ -120,10 +120,27 @@ def audit(
     optional = {key_of(prefix, by_id[i]): by_id[i] for i in tolerate if i in by_id}
     excused = set(dead_lettered)
     result = Audit(expected=len(wanted))
-    client = bucket.client
+    versions = _count_versions(bucket, result)
+    for key in sorted(versions):
+        if key not in wanted and key not in optional:
+            result.orphans += 1
+            result.problems.append(f"{key} should not be in the bucket")
+    judged = {key: rec for key, rec in {**optional, **wanted}.items() if key in versions}
+    _judge_all(bucket, sim, judged, set(wanted), result)
+    for key, rec in wanted.items():
+        if key not in versions and rec.recording_id not in excused:
+            result.lost += 1
+            result.problems.append(f"{key} is missing and not dead-lettered")
+    uploads = bucket.client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
+    result.stale_uploads = len(uploads)
+    return result
 
+
+def _count_versions(bucket: Bucket, result: Audit) -> Counter[str]:
+    """How many versions each key has; a second one is a duplicate, a delete marker a problem."""
     versions: Counter[str] = Counter()
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket.name):
+    pages = bucket.client.get_paginator("list_object_versions").paginate(Bucket=bucket.name)
+    for page in pages:
         for version in page.get("Versions", []):
             versions[version["Key"]] += 1
         for marker in page.get("DeleteMarkers", []):
@@ -132,22 +149,25 @@ def audit(
         if count > 1:
             result.duplicates += count - 1
             result.problems.append(f"{key} was written {count} times")
+    return versions
 
-    present = sorted(versions)
-    judged = [key for key in present if key in wanted or key in optional]
-    for key in present:
-        if key not in wanted and key not in optional:
-            result.orphans += 1
-            result.problems.append(f"{key} should not be in the bucket")
+
+def _judge_all(
+    bucket: Bucket,
+    sim: Simulator,
+    judged: dict[str, SimRecording],
+    wanted: set[str],
+    result: Audit,
+) -> None:
+    """Every object present that should or may be there, judged in parallel: partial when
+    anything is wrong, archived when right and wanted; one id under two keys is a duplicate."""
+    keys = sorted(judged)
     with ThreadPoolExecutor(max_workers=8) as pool:
         verdicts = list(
-            pool.map(
-                lambda key: _judge(client, bucket.name, key, sim, {**optional, **wanted}[key]),
-                judged,
-            )
+            pool.map(lambda key: _judge(bucket.client, bucket.name, key, sim, judged[key]), keys)
         )
     ids_seen: Counter[str] = Counter()
-    for key, problems in zip(judged, verdicts, strict=True):
+    for key, problems in zip(keys, verdicts, strict=True):
         ids_seen[key.rsplit("/", 1)[-1]] += 1
         if problems:
             result.partial += 1
@@ -158,13 +178,6 @@ def audit(
         if count > 1:
             result.duplicates += count - 1
             result.problems.append(f"{name} is in the bucket under {count} keys")
-    for key, rec in wanted.items():
-        if key not in versions and rec.recording_id not in excused:
-            result.lost += 1
-            result.problems.append(f"{key} is missing and not dead-lettered")
-    uploads = client.list_multipart_uploads(Bucket=bucket.name).get("Uploads", [])
-    result.stale_uploads = len(uploads)
-    return result
 
 
 def _judge(client: Any, bucket: str, key: str, sim: Simulator, rec: SimRecording) -> list[str]:

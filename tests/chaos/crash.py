@@ -19,9 +19,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from archiver.errors import CheckpointError
-from archiver.simulator import Simulator
+from archiver.models import RecordingState
+from archiver.simulator import SimRecording, Simulator
 from tests.chaos.audit import audit, valid_recordings
-from tests.chaos.lab import Lab, Proc, wait_for
+from tests.chaos.lab import Lab, Proc, Run, wait_for
 from tests.chaos.report import Report
 from tests.e2e.harness import Bucket
 
@@ -48,11 +49,38 @@ class Crash:
     seed: int = 3
 
 
+@dataclass(frozen=True)
+class _Backfill:
+    """What a crash scenario runs again and again: one backfill, its simulator and bucket."""
+
+    lab: Lab
+    sim: Simulator
+    bucket: Bucket
+    config: Path
+    args: tuple[str, ...]
+
+
 def crash(lab: Lab, params: Crash = Crash(), name: str = "") -> Report:
-    p = params
-    term = p.signum == signal.SIGTERM
+    term = params.signum == signal.SIGTERM
     report = Report(name or ("sigterm" if term else "sigkill"))
-    stop_figure = "sigterms" if term else "kills"
+    backfill = _set_up(lab, params, report.name)
+    expected = valid_recordings(backfill.sim)
+    report.note(
+        f"{len(expected)} recordings, {sum(r.size for r in expected) / 2**20:.0f} MiB, "
+        f"{sum(r.size >= 16 * 2**20 for r in expected)} of them multipart"
+    )
+    stop_seconds = _stop_repeatedly(backfill, params, report)
+    final = lab.cli(*backfill.args, config=backfill.config, timeout=900)
+    report.clean_exit(final, (0,), "the last backfill")
+    if stop_seconds:
+        slowest, mean = max(stop_seconds), sum(stop_seconds) / len(stop_seconds)
+        report.note(f"SIGTERM to exit: max {slowest:.2f}s, mean {mean:.2f}s")
+    _check_outcome(backfill, params, report, expected)
+    report.close(lab)
+    return report
+
+
+def _set_up(lab: Lab, p: Crash, name: str) -> _Backfill:
     sim = lab.simulator(
         hours=p.hours,
         seed=p.seed,
@@ -62,7 +90,7 @@ def crash(lab: Lab, params: Crash = Crash(), name: str = "") -> Report:
     )
     bucket = lab.bucket()
     config = lab.config(
-        report.name,
+        name,
         sim,
         bucket,
         s3={"multipart_threshold": MULTIPART_THRESHOLD},
@@ -70,12 +98,16 @@ def crash(lab: Lab, params: Crash = Crash(), name: str = "") -> Report:
     )
     start = min(r.started_at for r in sim.recordings()) - timedelta(minutes=1)
     args = ("backfill", "--from", start.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    expected = valid_recordings(sim)
-    report.note(
-        f"{len(expected)} recordings, {sum(r.size for r in expected) / 2**20:.0f} MiB, "
-        f"{sum(r.size >= 16 * 2**20 for r in expected)} of them multipart"
-    )
+    return _Backfill(lab, sim, bucket, config, args)
 
+
+def _stop_figure(p: Crash) -> str:
+    return "sigterms" if p.signum == signal.SIGTERM else "kills"
+
+
+def _stop_repeatedly(backfill: _Backfill, p: Crash, report: Report) -> list[float]:
+    """Starts the backfill and stops it, over and over, until every stop is spent or it
+    finishes first; the seconds each SIGTERM took to end the process."""
     rng = random.Random(p.seed)
     total = p.kills + p.multipart_kills + p.pipeline_kills
     aims = ["multipart"] * p.multipart_kills + ["pipeline"] * p.pipeline_kills
@@ -83,28 +115,12 @@ def crash(lab: Lab, params: Crash = Crash(), name: str = "") -> Report:
     early = range(min(total, 2 * len(aims)))
     aimed = dict(zip(rng.sample(early, len(aims)), aims, strict=True))
     stop_seconds: list[float] = []
-    finished_early = False
     for index in range(total):
-        proc = lab.spawn(*args, config=config)
-        if index in aimed:
-            if aimed[index] == "pipeline":
-                hit = _at_pipeline_moment(lab, proc, bucket, sim, config)
-            else:
-                hit = _at_multipart_upload(proc, bucket)
-            if not hit:
-                report.note(f"kill {index}: the backfill finished before its moment came")
-        elif term:
-            started = wait_for(
-                lambda proc=proc: proc.saw("backfill.started") or not proc.alive(), 30
-            )
-            report.check(started, "the backfill never logged backfill.started")
-            _sleep_while_alive(proc, rng.uniform(0.2, p.max_delay))
-        else:
-            _sleep_while_alive(proc, rng.uniform(0.2, p.max_delay))
+        proc = backfill.lab.spawn(*backfill.args, config=backfill.config)
+        _wait_for_the_moment(backfill, proc, aimed.get(index), p, rng, report, index)
         if not proc.alive():
             run = proc.wait(5)
             report.clean_exit(run, (0,), f"backfill {index} (finished before its kill)")
-            finished_early = True
             break
         proc.send(p.signum)
         run = proc.wait(SHUTDOWN_TIMEOUT + 20)
@@ -113,33 +129,65 @@ def crash(lab: Lab, params: Crash = Crash(), name: str = "") -> Report:
         ):
             # The work was done and the interpreter exiting, past its signal handlers.
             report.note(f"stop {index} reached the backfill as it exited after finishing")
-            finished_early = True
             break
-        report.figures[stop_figure] += 1
-        if term:
+        report.figures[_stop_figure(p)] += 1
+        if p.signum == signal.SIGTERM:
             stop_seconds.append(run.seconds)
-            report.clean_exit(run, (0,), f"backfill stopped by SIGTERM {index}")
-            report.check(
-                run.seconds <= SHUTDOWN_TIMEOUT,
-                f"SIGTERM {index}: took {run.seconds:.1f}s to exit, shutdown_timeout is "
-                f"{SHUTDOWN_TIMEOUT:.0f}s",
+        _check_stopped(run, p, report, index)
+    else:
+        return stop_seconds  # every stop spent on a running backfill
+    report.note(f"the backfill finished after {report.figures[_stop_figure(p)]} stops")
+    return stop_seconds
+
+
+def _wait_for_the_moment(
+    backfill: _Backfill,
+    proc: Proc,
+    aim: str | None,
+    p: Crash,
+    rng: random.Random,
+    report: Report,
+    index: int,
+) -> None:
+    """Until the moment the stop is aimed at, or a random one shortly after the start."""
+    if aim is not None:
+        if aim == "pipeline":
+            hit = _at_pipeline_moment(
+                backfill.lab, proc, backfill.bucket, backfill.sim, backfill.config
             )
         else:
-            report.check(run.returncode == -signal.SIGKILL, f"kill {index}: exit {run.returncode}")
-    if finished_early:
-        report.note(f"the backfill finished after {report.figures[stop_figure]} stops")
-    final = lab.cli(*args, config=config, timeout=900)
-    report.clean_exit(final, (0,), "the last backfill")
-    if stop_seconds:
-        slowest, mean = max(stop_seconds), sum(stop_seconds) / len(stop_seconds)
-        report.note(f"SIGTERM to exit: max {slowest:.2f}s, mean {mean:.2f}s")
+            hit = _at_multipart_upload(proc, backfill.bucket)
+        if not hit:
+            report.note(f"kill {index}: the backfill finished before its moment came")
+        return
+    if p.signum == signal.SIGTERM:
+        started = wait_for(lambda: proc.saw("backfill.started") or not proc.alive(), 30)
+        report.check(started, "the backfill never logged backfill.started")
+    _sleep_while_alive(proc, rng.uniform(0.2, p.max_delay))
 
-    found = audit(bucket, sim, expected)
-    report.add_audit(found)
-    stats = sim.stats()
+
+def _check_stopped(run: Run, p: Crash, report: Report, index: int) -> None:
+    if p.signum != signal.SIGTERM:
+        report.check(run.returncode == -signal.SIGKILL, f"kill {index}: exit {run.returncode}")
+        return
+    report.clean_exit(run, (0,), f"backfill stopped by SIGTERM {index}")
+    report.check(
+        run.seconds <= SHUTDOWN_TIMEOUT,
+        f"SIGTERM {index}: took {run.seconds:.1f}s to exit, shutdown_timeout is "
+        f"{SHUTDOWN_TIMEOUT:.0f}s",
+    )
+
+
+def _check_outcome(
+    backfill: _Backfill, p: Crash, report: Report, expected: list[SimRecording]
+) -> None:
+    """Every recording exactly once and correct, re-downloads within the bound, the
+    checkpoint's counts right, and the spool empty."""
+    report.add_audit(audit(backfill.bucket, backfill.sim, expected))
+    stats = backfill.sim.stats()
     completed = stats["downloads_completed"]
     report.figures["redownloads"] += max(0, completed - len(expected))
-    stops = report.figures[stop_figure]
+    stops = report.figures[_stop_figure(p)]
     report.check(
         completed - len(expected) <= stops * p.redownloads_per_stop,
         f"{completed} downloads completed for {len(expected)} recordings: "
@@ -149,16 +197,9 @@ def crash(lab: Lab, params: Crash = Crash(), name: str = "") -> Report:
         f"downloads completed {completed}, started {stats['requests_by_kind']['download']}, "
         f"for {len(expected)} recordings"
     )
-    with lab.checkpoint(config) as checkpoint:
-        counts = checkpoint.counts()
-    report.check(
-        counts == {"pending": 0, "archived": len(expected), "failed": 0, "expired": 0},
-        f"the checkpoint counts {counts} for {len(expected)} recordings",
-    )
-    spool = list((Path(config).parent / "spool").glob("*"))
+    report.all_archived(backfill.lab, backfill.config, len(expected))
+    spool = list((Path(backfill.config).parent / "spool").glob("*"))
     report.check(not spool, f"files left in the spool: {[s.name for s in spool]}")
-    report.close(lab)
-    return report
 
 
 def _sleep_while_alive(proc: Proc, seconds: float) -> None:
@@ -189,7 +230,7 @@ def _at_pipeline_moment(
         if (config.parent / "state.db").exists():
             try:
                 with lab.checkpoint(config) as checkpoint:
-                    archived = checkpoint.counts()["archived"]
+                    archived = checkpoint.counts()[RecordingState.ARCHIVED]
             except CheckpointError:  # created but not yet migrated by the process starting
                 return 0
         return sim.stats()["downloads_completed"] - archived

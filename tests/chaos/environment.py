@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from archiver.models import RecordingState
-from tests.chaos.audit import audit, key_of, valid_recordings
+from archiver.simulator import Simulator
+from tests.chaos.audit import audit, valid_recordings
 from tests.chaos.lab import Lab, wait_for
 from tests.chaos.report import Report
+from tests.chaos.s3server import S3Process
 from tests.e2e.harness import API_KEY, Bucket
 
 # (section, key, bad value, what must be named); None as the value drops the key.
@@ -137,6 +138,24 @@ def second_instance(lab: Lab) -> Report:
 def refused_credentials(lab: Lab, watch: float = 7.0) -> Report:
     """401 and 403: a clear message and exit 1; the daemon backs off to its interval."""
     report = Report("refused credentials")
+    _a_wrong_key_fails_with_a_message(lab, report)
+    forbidden = lab.simulator(hours=1, per_hour=10, seed=12, forbid=True)
+    bucket = lab.bucket()
+    config = lab.config(
+        "refused-403", forbidden, bucket, schedule={"interval": "2s", "shutdown_timeout": "10s"}
+    )
+    once = lab.cli("run", "--once", config=config, timeout=60)
+    report.clean_exit(once, (1,), "run --once against 403")
+    report.check(
+        "credentials" in " ".join(once.errors()), f"no word about credentials: {once.errors()}"
+    )
+    _the_daemon_waits_out_a_forbidden_key(lab, report, forbidden, bucket, config, watch)
+    report.close(lab)
+    return report
+
+
+def _a_wrong_key_fails_with_a_message(lab: Lab, report: Report) -> None:
+    """A 401: exit 1, a word about credentials, and the wrong key printed nowhere."""
     sim = lab.simulator(hours=1, per_hour=10)
     bucket = lab.bucket()
     config = lab.config("refused-401", sim, bucket)
@@ -149,19 +168,14 @@ def refused_credentials(lab: Lab, watch: float = 7.0) -> Report:
         )
         report.check(wrong not in run.stdout + run.stderr, "the wrong key is printed")
 
-    forbidden = lab.simulator(hours=1, per_hour=10, seed=12, forbid=True)
-    fbucket = lab.bucket()
-    fconfig = lab.config(
-        "refused-403", forbidden, fbucket, schedule={"interval": "2s", "shutdown_timeout": "10s"}
-    )
-    once = lab.cli("run", "--once", config=fconfig, timeout=60)
-    report.clean_exit(once, (1,), "run --once against 403")
-    report.check(
-        "credentials" in " ".join(once.errors()), f"no word about credentials: {once.errors()}"
-    )
 
+def _the_daemon_waits_out_a_forbidden_key(
+    lab: Lab, report: Report, forbidden: Simulator, bucket: Bucket, config: Path, watch: float
+) -> None:
+    """Under a 403 the daemon stays up, fails one pass an interval (no spinning), names the
+    credentials; once the key is allowed it archives everything and stops cleanly."""
     forbidden.reset_stats()
-    daemon = lab.spawn("run", config=fconfig)
+    daemon = lab.spawn("run", config=config)
     time.sleep(watch)
     requests = forbidden.stats()["requests"]
     report.check(daemon.alive(), "the daemon died on 403")
@@ -179,14 +193,12 @@ def refused_credentials(lab: Lab, watch: float = 7.0) -> Report:
     report.note(f"403: {requests} requests and {len(passes)} failed passes in {watch:.0f}s")
     forbidden.set_faults(forbid=False)
     expected = valid_recordings(forbidden)
-    done = wait_for(lambda: len(fbucket.object_keys()) >= len(expected), 60, 0.25)
+    done = wait_for(lambda: len(bucket.object_keys()) >= len(expected), 60, 0.25)
     report.check(done, "after the key was allowed again the daemon did not archive everything")
     daemon.send(signal.SIGTERM)
     run = daemon.wait(30)
     report.clean_exit(run, (0,), "the daemon stopped by SIGTERM")
-    report.add_audit(audit(fbucket, forbidden, expected))
-    report.close(lab)
-    return report
+    report.add_audit(audit(bucket, forbidden, expected))
 
 
 def denied_bucket(lab: Lab) -> Report:
@@ -197,11 +209,13 @@ def denied_bucket(lab: Lab) -> Report:
     bucket = lab.bucket()
     config = lab.config("denied", sim, bucket)
     keys = _read_only_keys(lab)
-    lab.s3.iam(True)
+    moto = lab.s3
+    assert isinstance(moto, S3Process), "a bucket policy is enforced by moto's IAM"
+    moto.iam(True)
     try:
         run = lab.cli("run", "--once", config=config, timeout=120, **keys)
     finally:
-        lab.s3.iam(False)
+        moto.iam(False)
     report.clean_exit(run, (1,), "run --once into a bucket that denies writes")
     message = " ".join(run.errors())
     report.check(
@@ -209,7 +223,7 @@ def denied_bucket(lab: Lab) -> Report:
         f"the message does not say the bucket denied the write: {run.errors()}",
     )
     report.note(f"its message: {run.errors()[:1]}")
-    _nothing_lost(lab, report, config, bucket, valid_recordings(sim))
+    report.nothing_lost(lab, config, bucket, valid_recordings(sim))
     again = lab.cli("run", "--once", config=config)
     report.clean_exit(again, (0,), "run --once with write access")
     report.add_audit(audit(bucket, sim, valid_recordings(sim)))
@@ -234,7 +248,7 @@ def unwritable_spool(lab: Lab) -> Report:
         str(spool) in " ".join(run.errors()), f"the message does not name {spool}: {run.errors()}"
     )
     report.note(f"its message: {run.errors()[:1]}")
-    _nothing_lost(lab, report, config, bucket, valid_recordings(sim))
+    report.nothing_lost(lab, config, bucket, valid_recordings(sim))
     good = lab.config("spool-file", sim, bucket, state={"spool_dir": str(workdir / "spool")})
     again = lab.cli("run", "--once", config=good)
     report.clean_exit(again, (0,), "run --once with a good spool")
@@ -269,7 +283,7 @@ def full_spool(lab: Lab, size: str = "1m") -> Report | None:
             f"the message does not name the spool {mountpoint}: {run.errors()}",
         )
         report.note(f"its message: {run.errors()[:1]}")
-        _nothing_lost(lab, report, config, bucket, valid_recordings(sim))
+        report.nothing_lost(lab, config, bucket, valid_recordings(sim))
         leftovers = [p.name for p in mountpoint.iterdir()]
         report.note(f"left in the full spool after the failed pass: {leftovers}")
     finally:
@@ -279,33 +293,6 @@ def full_spool(lab: Lab, size: str = "1m") -> Report | None:
     report.add_audit(audit(bucket, sim, valid_recordings(sim)))
     report.close(lab)
     return report
-
-
-def _nothing_lost(
-    lab: Lab, report: Report, config: Path, bucket: Bucket, expected: list[Any]
-) -> None:
-    """After a failed pass: verify passes, the checkpoint claims nothing the bucket lacks,
-    nothing was dead-lettered for it, and the watermark passed nothing unarchived."""
-    verify = lab.cli("verify", config=config)
-    report.clean_exit(verify, (0,), "verify after the failed pass")
-    present = set(bucket.object_keys())
-    with lab.checkpoint(config) as checkpoint:
-        watermark = checkpoint.watermark().position
-        claimed = {row.key for row in checkpoint.archived()}
-        counts = checkpoint.counts()
-    report.check(
-        claimed <= present, f"archived but not in S3: {sorted(claimed - present, key=str)}"
-    )
-    failed = counts[RecordingState.FAILED]
-    report.check(failed == 0, f"{failed} recordings dead-lettered for it")
-    passed = [
-        rec.recording_id
-        for rec in expected
-        if watermark is not None
-        and rec.started_at < watermark
-        and key_of("calls/", rec) not in present
-    ]
-    report.check(not passed, f"the watermark {watermark} passed unarchived recordings {passed}")
 
 
 def _read_only_keys(lab: Lab) -> dict[str, str]:

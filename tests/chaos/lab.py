@@ -25,7 +25,7 @@ import botocore.config
 
 from archiver.checkpoint import Checkpoint
 from archiver.simulator import Simulator, SimulatorOptions
-from tests.chaos.s3server import S3Process
+from tests.chaos.s3server import S3Process, S3Server
 from tests.e2e.harness import API_KEY, ROOT, Bucket, cli_command, cli_env, events, write_config
 
 _names = itertools.count()
@@ -163,7 +163,7 @@ class Lab:
     """One working directory, one S3 server, any number of simulators."""
 
     root: Path
-    s3: S3Process
+    s3: S3Server
     own_s3: bool = False
     simulators: list[Simulator] = field(default_factory=list)
     transcripts: list[Run | Proc] = field(default_factory=list)
@@ -171,7 +171,7 @@ class Lab:
 
     @classmethod
     @contextmanager
-    def open(cls, root: Path, s3: S3Process | None = None) -> Iterator[Lab]:
+    def open(cls, root: Path, s3: S3Server | None = None) -> Iterator[Lab]:
         _fake_aws_environment()
         lab = cls(root, s3 or S3Process(), own_s3=s3 is None)
         lab.logs.mkdir(parents=True, exist_ok=True)
@@ -212,12 +212,12 @@ class Lab:
         self.simulators.append(sim)
         return sim
 
-    def s3_client(self, s3: S3Process | None = None, **keys: str) -> Any:
+    def s3_client(self, s3: S3Server | None = None, **keys: str) -> Any:
         config = botocore.config.Config(retries={"max_attempts": 3}, max_pool_connections=16)
         url = (s3 or self.s3).url
         return boto3.client("s3", endpoint_url=url, region_name="us-east-1", config=config, **keys)
 
-    def bucket(self, versioned: bool = True, s3: S3Process | None = None) -> Bucket:
+    def bucket(self, versioned: bool = True, s3: S3Server | None = None) -> Bucket:
         """A fresh bucket; versioned, so a second write to a key shows as a second version."""
         client = self.s3_client(s3)
         name = f"chaos-{os.getpid()}-{next(_names)}"

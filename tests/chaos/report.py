@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tests.chaos.audit import Audit
+from archiver.models import RecordingState
+from archiver.simulator import SimRecording
+from tests.chaos.audit import Audit, key_of
 from tests.chaos.lab import Lab, Run
+from tests.e2e.harness import Bucket
 
 # Figures that must be zero, in the order the summary line shows them.
 DUE_ZEROS = (
@@ -66,6 +70,43 @@ class Report:
             self.figures["stray_log_lines"] += len(stray)
             self.note(f"{what}: {len(stray)} non-JSON lines on stderr, first: {stray[0][:160]}")
         return ok
+
+    def all_archived(self, lab: Lab, config: Path, expected: int) -> None:
+        """The checkpoint counts every recording archived, and none in any other state."""
+        with lab.checkpoint(config) as checkpoint:
+            counts = checkpoint.counts()
+        self.check(
+            counts == {"pending": 0, "archived": expected, "failed": 0, "expired": 0},
+            f"the checkpoint counts {counts} for {expected} recordings",
+        )
+
+    def nothing_lost(
+        self, lab: Lab, config: Path, bucket: Bucket, expected: list[SimRecording]
+    ) -> None:
+        """After a failed pass: verify passes, the checkpoint claims nothing the bucket lacks,
+        nothing was dead-lettered for it, and the watermark passed nothing unarchived."""
+        verify = lab.cli("verify", config=config)
+        self.clean_exit(verify, (0,), "verify right after the failed pass")
+        present = set(bucket.object_keys())
+        with lab.checkpoint(config) as checkpoint:
+            watermark = checkpoint.watermark().position
+            claimed = {row.key for row in checkpoint.archived()}
+            failed = checkpoint.counts()[RecordingState.FAILED]
+        missing = sorted(claimed - present, key=str)
+        self.check(not missing, f"archived in the checkpoint, not in S3: {missing}")
+        self.check(failed == 0, f"{failed} recordings dead-lettered for it")
+        passed = [
+            key_of("calls/", rec)
+            for rec in expected
+            if watermark is not None
+            and rec.started_at < watermark
+            and key_of("calls/", rec) not in present
+        ]
+        self.check(not passed, f"the watermark {watermark} passed recordings not in S3: {passed}")
+        self.note(
+            f"after the failed pass: {len(claimed)} archived in the checkpoint, {len(present)} "
+            f"objects in S3 (the difference is confirmed by the next pass), watermark {watermark}"
+        )
 
     def close(self, lab: Lab) -> None:
         """Checks every scenario ends with: no secret anywhere, no credentials at the canary."""

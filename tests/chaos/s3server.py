@@ -35,6 +35,8 @@ class MotoS3:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._app: Any = None
+        self._live: set[socket.socket] = set()  # the connections being served
+        self._live_lock = threading.Lock()
 
     def start(self) -> str:
         from moto.moto_server.werkzeug_app import (
@@ -47,7 +49,7 @@ class MotoS3:
         live: set[socket.socket] = set()
         lock = threading.Lock()
 
-        class Handler(MotoRequestHandler):  # type: ignore[misc, valid-type]
+        class Handler(MotoRequestHandler):
             def setup(self) -> None:
                 super().setup()
                 with lock:
@@ -66,7 +68,7 @@ class MotoS3:
         if self._app is None:
             self._app = DomainDispatcherApplication(create_backend_app)
         server = make_server(self.host, self.port, self._app, True, request_handler=Handler)
-        server.live, server.live_lock = live, lock
+        self._live, self._live_lock = live, lock
         self.port = server.server_port
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -83,8 +85,8 @@ class MotoS3:
             return
         server.shutdown()
         server.server_close()
-        with server.live_lock:
-            connections = list(server.live)
+        with self._live_lock:
+            connections = list(self._live)
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)

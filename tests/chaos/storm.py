@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from archiver.models import RecordingState
 from tests.chaos.audit import audit, valid_recordings
 from tests.chaos.lab import Lab, Run, wait_for
 from tests.chaos.report import Report
@@ -91,7 +92,31 @@ def storm(lab: Lab, params: Storm = Storm(), name: str = "storm") -> Report:
         first is not None and first.returncode == 3,
         "run --once must exit 3 while recordings are dead-lettered",
     )
-    stats = sim.stats()
+    _check_every_fault_fired(p, report, sim.stats())
+    first_attempts = _check_dead_letters(lab, config, p, report, poison)
+    report.add_audit(audit(bucket, sim, valid_recordings(sim)))
+    _check_status_shows_every_reason(lab, config, report)
+
+    versions_before = _versions(bucket)
+    retry = lab.cli("retry", "--all", config=config)
+    report.check(
+        retry.returncode == 0 and f"{len(poison)} recordings put back" in retry.stdout,
+        f"retry --all: {retry.tail()}",
+    )
+    again = run_passes(lab, report, config, p.passes, "run --once after retry")
+    report.check(
+        again is not None and again.returncode == 3,
+        "run --once after retry --all must exit 3 again (the poison fails again)",
+    )
+    _check_attempts_counted_anew(lab, config, report, poison, first_attempts)
+    report.check(_versions(bucket) == versions_before, "the second pass changed the bucket")
+    report.figures["dead_lettered"] += len(poison)
+    report.close(lab)
+    return report
+
+
+def _check_every_fault_fired(p: Storm, report: Report, stats: dict[str, Any]) -> None:
+    """Each fault switched on fired at least once (a failed check, or a note in light runs)."""
     report.note(f"faults injected: {stats['faults']}, requests {stats['requests']}")
     wanted_faults = {
         "429": p.fault_429,
@@ -109,6 +134,12 @@ def storm(lab: Lab, params: Storm = Storm(), name: str = "storm") -> Report:
             else:
                 report.note(message)
 
+
+def _check_dead_letters(
+    lab: Lab, config: Path, p: Storm, report: Report, poison: dict[str, str]
+) -> dict[str, int]:
+    """Each poison recording dead-lettered with its reason, and only those; nothing pending;
+    every bad entry recorded as malformed. The attempts each poison recording took."""
     with lab.checkpoint(config) as checkpoint:
         rows = {i: checkpoint.get(i) for i in poison}
         counts = checkpoint.counts()
@@ -116,28 +147,28 @@ def storm(lab: Lab, params: Storm = Storm(), name: str = "storm") -> Report:
     first_attempts = {}
     for recording_id, kind in poison.items():
         row = rows[recording_id]
-        if not report.check(row is not None, f"poison {kind} {recording_id} never listed"):
+        if row is None:
+            report.check(False, f"poison {kind} {recording_id} never listed")
             continue
-        assert row is not None
         first_attempts[recording_id] = row.attempts
         report.check(
             row.state == "failed" and row.reason == REASONS[kind],
             f"poison {kind}: {row.state} with reason {row.reason}, expected failed with "
             f"{REASONS[kind]}",
         )
-    report.check(counts["pending"] == 0, f"{counts['pending']} recordings still pending")
+    pending, failed = counts[RecordingState.PENDING], counts[RecordingState.FAILED]
+    report.check(pending == 0, f"{pending} recordings still pending")
     report.check(
-        counts["failed"] == len(poison),
-        f"{counts['failed']} dead-lettered, expected the {len(poison)} poison ones",
+        failed == len(poison), f"{failed} dead-lettered, expected the {len(poison)} poison ones"
     )
     report.check(
         malformed == p.bad_entries,
         f"{malformed} malformed entries recorded, the simulator lists {p.bad_entries}",
     )
-    expected = valid_recordings(sim)
-    found = audit(bucket, sim, expected)
-    report.add_audit(found)
+    return first_attempts
 
+
+def _check_status_shows_every_reason(lab: Lab, config: Path, report: Report) -> None:
     status = lab.cli("status", config=config)
     report.check(status.returncode == 0, f"status failed: {status.tail()}")
     report.check(
@@ -146,17 +177,16 @@ def storm(lab: Lab, params: Storm = Storm(), name: str = "storm") -> Report:
     )
     report.check(API_KEY not in status.stdout, "status shows the API key")
 
-    versions_before = _versions(bucket)
-    retry = lab.cli("retry", "--all", config=config)
-    report.check(
-        retry.returncode == 0 and f"{len(poison)} recordings put back" in retry.stdout,
-        f"retry --all: {retry.tail()}",
-    )
-    again = run_passes(lab, report, config, p.passes, "run --once after retry")
-    report.check(
-        again is not None and again.returncode == 3,
-        "run --once after retry --all must exit 3 again (the poison fails again)",
-    )
+
+def _check_attempts_counted_anew(
+    lab: Lab,
+    config: Path,
+    report: Report,
+    poison: dict[str, str],
+    first_attempts: dict[str, int],
+) -> None:
+    """After `retry --all` and a pass: each poison recording failed again, with as many
+    attempts as the first time."""
     with lab.checkpoint(config) as checkpoint:
         for recording_id, kind in poison.items():
             row = checkpoint.get(recording_id)
@@ -171,10 +201,6 @@ def storm(lab: Lab, params: Storm = Storm(), name: str = "storm") -> Report:
                 f"poison {kind} after retry has {row.attempts} attempts, expected "
                 f"{first_attempts[recording_id]} counted anew",
             )
-    report.check(_versions(bucket) == versions_before, "the second pass changed the bucket")
-    report.figures["dead_lettered"] += len(poison)
-    report.close(lab)
-    return report
 
 
 def run_passes(lab: Lab, report: Report, config: Path, passes: int, what: str) -> Run | None:
