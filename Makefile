@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check archiver tests scripts
-	$(BIN)/ruff format --check archiver tests scripts
+	$(BIN)/ruff check archiver tests scripts benchmarks
+	$(BIN)/ruff format --check archiver tests scripts benchmarks
 	$(BIN)/mypy
 
 test: lint
