@@ -83,7 +83,8 @@ CREATE TRIGGER recordings_counted_delete AFTER DELETE ON recordings BEGIN
     UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
 END;
 """
-_SCHEMA_V1 = """
+_SCHEMA_V1 = (
+    """
 CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE recordings (
     id INTEGER PRIMARY KEY,
@@ -104,7 +105,9 @@ CREATE INDEX recordings_troubled ON recordings (updated_at)
 CREATE TABLE state_counts (state TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL CHECK (n >= 0))
     WITHOUT ROWID;
 INSERT INTO state_counts VALUES ('pending', 0), ('archived', 0), ('failed', 0);
-""" + _COUNT_TRIGGERS + """CREATE TABLE malformed (
+"""
+    + _COUNT_TRIGGERS
+    + """CREATE TABLE malformed (
     id INTEGER PRIMARY KEY, raw TEXT NOT NULL UNIQUE, reason TEXT NOT NULL,
     window_start INTEGER NOT NULL, window_end INTEGER NOT NULL,
     first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, times_seen INTEGER NOT NULL
@@ -120,6 +123,7 @@ CREATE TABLE passes (
 );
 CREATE INDEX passes_kind ON passes (kind, id);
 """
+)
 # Version 2: the terminal state `expired` (retention.expired = "skip"), what an archived
 # recording was locked with and how long its audio walked, and the legal holds' rules. SQLite
 # cannot change a CHECK in place, so the table is rebuilt (its indexes and triggers go with it
