@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from archiver.simulator import SimRecording, Simulator
-from archiver.simulator.body import FRAME_LENGTH, id3_tag
+from archiver.simulator.body import audio_frames
 from tests.e2e.harness import Bucket
 
 
@@ -61,10 +61,11 @@ def valid_recordings(sim: Simulator, *, until: datetime | None = None) -> list[S
 
 
 def expected_audio_seconds(recording: SimRecording) -> float:
-    """What the served body holds, from how the simulator builds it (an ID3 tag, then whole
-    128 kbps frames of 1152 samples at 44.1 kHz; a frame cut by the end does not count)."""
-    tag = len(id3_tag(f"Cradle recording {recording.recording_id}"))
-    return (recording.size - tag) // FRAME_LENGTH * 1152 / 44100
+    """What the served body holds, from how the simulator builds it (whole MPEG-1 frames of
+    1152 samples at 44.1 kHz, CBR or VBR behind a Xing frame; a frame cut by the end does not
+    count), not from the archiver's walker."""
+    frames = audio_frames(recording.recording_id, recording.size, vbr=recording.vbr)
+    return frames * 1152 / 44100
 
 
 def expected_metadata(recording: SimRecording, sha256: str) -> dict[str, str]:
