@@ -3,6 +3,8 @@
 `FakeStore` keys objects exactly as `archiver.layout` does (prefix, UTC date, id) and answers
 like `S3Sink.put`; tests/integration/test_store_contract.py runs the same cases against it, the
 sink on moto and the sink on SeaweedFS, so it cannot drift from the real layout.
+
+`ReadRecorder` stands between the sink and the staged file it opens, to show how it reads.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from archiver.errors import RecordingFailed, SinkUnavailable
 from archiver.layout import object_key
@@ -87,3 +90,31 @@ class FakeStore:
         return PutResult(
             PutOutcome.CREATED, StoredObject(key, len(data), staged.sha256, recording.recording_id)
         )
+
+
+class ReadRecorder:
+    """Wraps the staged file the sink opens and records every read size; install its `open`
+    as the sink module's (`monkeypatch.setattr(sink, "open", recorder.open, raising=False)`)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int | None] = []
+
+    def open(self, path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = open(path, mode, *args, **kwargs)  # noqa: SIM115  returned to the sink
+        recorder = self
+
+        class Wrapped:
+            def read(self, size: int | None = -1) -> bytes:
+                recorder.sizes.append(size)
+                return handle.read(-1 if size is None else size)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(handle, name)
+
+            def __enter__(self) -> Wrapped:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                handle.close()
+
+        return Wrapped()

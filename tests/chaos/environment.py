@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from archiver.simulator import Simulator
+from tests.builders import toml
 from tests.chaos.audit import audit, valid_recordings
 from tests.chaos.lab import Lab, wait_for
 from tests.chaos.report import Report
@@ -51,14 +52,6 @@ BAD_CREDENTIAL_TYPES: list[tuple[str, str, Any, str]] = [
 ]
 
 
-def render(tables: dict[str, dict[str, Any]]) -> str:
-    lines = []
-    for name, values in tables.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    return "\n".join(lines) + "\n"
-
-
 def bad_configs(
     lab: Lab, cases: list[tuple[str, str, Any, str]] = BAD_VALUES, name: str = "bad config"
 ) -> Report:
@@ -80,7 +73,7 @@ def bad_configs(
         else:
             table[key] = value
         path = workdir / f"bad-{index}.toml"
-        path.write_text(render(tables))
+        path.write_text(toml(tables))
         run = lab.cli("run", "--once", config=path, timeout=60)
         lines = run.stderr.strip().splitlines()
         report.check(

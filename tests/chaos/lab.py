@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,18 @@ import boto3
 import botocore.config
 
 from archiver.checkpoint import Checkpoint
-from archiver.simulator import Simulator, SimulatorOptions
+from archiver.simulator import Simulator
 from tests.chaos.s3server import S3Process, S3Server
-from tests.e2e.harness import API_KEY, ROOT, Bucket, cli_command, cli_env, events, write_config
+from tests.e2e.harness import (
+    API_KEY,
+    ROOT,
+    Bucket,
+    cli_command,
+    cli_env,
+    events,
+    simulator_options,
+    write_config,
+)
 
 _names = itertools.count()
 
@@ -196,19 +204,8 @@ class Lab:
     # -- servers ----------------------------------------------------------------------------
 
     def simulator(self, hours: float = 3, **options: Any) -> Simulator:
-        """A simulator whose calls all ended well in the past (bar late ones), as harness's."""
-        end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2, minutes=30)
-        defaults: dict[str, Any] = {
-            "seed": 11,
-            "start": end - timedelta(hours=hours),
-            "end": end,
-            "per_hour": 12,
-            "bytes_per_second": 500,
-            "api_key": API_KEY,
-            "cradle_id": "e2e",
-            "processing_delay": 0,
-        }
-        sim = Simulator(SimulatorOptions(**{**defaults, **options})).start()
+        """The e2e tier's simulator (calls that all ended well in the past), started."""
+        sim = Simulator(simulator_options(hours, **options)).start()
         self.simulators.append(sim)
         return sim
 

@@ -18,6 +18,7 @@ import boto3
 import pytest
 
 from archiver.simulator import Simulator, SimulatorOptions
+from tests.builders import write_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "e2e-secret-key-7f3a9c"
@@ -67,25 +68,30 @@ def bucket(moto_server: str) -> Bucket:
     return Bucket(name, moto_server, client)
 
 
+def simulator_options(hours: float = 3, **options: Any) -> SimulatorOptions:
+    """The simulator the e2e and chaos tiers run: `hours` of calls that all ended well in the
+    past, so every call is listed (bar late ones); `options` set any other switch."""
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2, minutes=30)
+    defaults: dict[str, Any] = {
+        "seed": 11,
+        "start": end - timedelta(hours=hours),
+        "end": end,
+        "per_hour": 12,
+        "bytes_per_second": 500,
+        "api_key": API_KEY,
+        "cradle_id": "e2e",
+        "processing_delay": 0,
+    }
+    return SimulatorOptions(**{**defaults, **options})
+
+
 @pytest.fixture
 def simulator() -> Iterator[Any]:
     """A factory: `simulator(**options)` starts one on a free port; all are stopped after."""
     started: list[Simulator] = []
 
     def start(**options: Any) -> Simulator:
-        # Data ends well in the past, so every call has ended and is listed (bar late ones).
-        end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2, minutes=30)
-        defaults: dict[str, Any] = {
-            "seed": 11,
-            "start": end - timedelta(hours=3),
-            "end": end,
-            "per_hour": 12,
-            "bytes_per_second": 500,
-            "api_key": API_KEY,
-            "cradle_id": "e2e",
-            "processing_delay": 0,
-        }
-        sim = Simulator(SimulatorOptions(**{**defaults, **options})).start()
+        sim = Simulator(simulator_options(**options)).start()
         started.append(sim)
         return sim
 
@@ -121,14 +127,7 @@ def write_config(
         "state": {"path": str(path.parent / "state.db")},
         "server": {"listen": ""},
     }
-    for name, values in sections.items():
-        tables[name] = {**tables.get(name, {}), **values}
-    lines = []
-    for name, values in tables.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_toml(path, tables, sections)
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -22,9 +22,10 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.builders import mp3, write_toml
 from tests.e2e.harness import Bucket
 from tests.hostile.process import Finished, run_cli
-from tests.hostile.server import Canary, HostileApi, Seen, mp3
+from tests.hostile.server import Canary, HostileApi, Seen
 
 CRADLE_ID = "hostile-e2e"
 API_KEY = "hostile-key-4c2f9e1a7b"
@@ -111,7 +112,7 @@ class Scene:
             agent1=agent1,
         )
         self.api.entries.append((when, raw))
-        self.api.bodies[recording_id] = mp3(recording_id)
+        self.api.bodies[recording_id] = mp3(24_000, recording_id)
         self.filed[recording_id] = when
         return recording_id
 
@@ -146,14 +147,7 @@ class Scene:
             "state": {"path": str(self.root / "state.db")},
             "server": {"listen": ""},
         }
-        for name, values in sections.items():
-            tables[name] = {**tables.get(name, {}), **values}
-        lines = []
-        for name, values in tables.items():
-            lines.append(f"[{name}]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-        self.config_path = self.root / "config.toml"
-        self.config_path.write_text("\n".join(lines) + "\n")
+        self.config_path = write_toml(self.root / "config.toml", tables, sections)
         self.config_path.chmod(0o600)
         return self.config_path
 

@@ -39,11 +39,6 @@ CANARY_BODY = b"".join(iter_body(0, "canary", 3000))
 Body = bytes | Callable[[], Iterable[bytes]]
 
 
-def mp3(name: str, size: int = 24_000) -> bytes:
-    """A real MP3-looking body (an ID3 tag, then MPEG frames), the same for the same name."""
-    return b"".join(iter_body(7, name, size))
-
-
 @dataclass(frozen=True)
 class Seen:
     """One request as a server received it."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,40 +17,16 @@ from archiver import layout
 from archiver import sink as sink_module
 from archiver.config import S3Config
 from archiver.errors import SinkUnavailable
-from archiver.models import Recording, StagedFile
 from archiver.retention import BucketLock, Lock, LockMode
 from archiver.sink import PutOutcome, S3Sink, StoredObject, make_client
+from tests.builders import RECORDING_ID, leap_day_recording, mp3, stage
+from tests.fakes import ReadRecorder
 
-RID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
-KEY = f"cradle/2024/02/29/{RID}.mp3"
+KEY = f"cradle/2024/02/29/{RECORDING_ID}.mp3"
 MIB = 2**20
 # What boto3 1.36+ adds by default and older S3-compatible stores reject.
 CHECKSUM_EXTRAS = ("x-amz-trailer", "x-amz-sdk-checksum-algorithm", "x-amz-decoded-content-length")
 CRC_HEADERS = ("x-amz-checksum-crc32", "x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme")
-
-
-def recording() -> Recording:
-    return Recording.from_api(
-        {
-            "url": f"https://api.cradle.io/api/v1/public/recordings/{RID}.mp3?source=api",
-            "startedAt": "2024-03-01T00:30:00+01:00",
-            "durationSeconds": 61,
-            "nature": "out",
-            "agent1": "Zoë O'Neill",
-            "cradleNumber": "+3312345678",
-            "thirdPartyNumber": "+3387654321",
-        }
-    )
-
-
-def stage(directory: Path, body: bytes, name: str = "staged.mp3") -> StagedFile:
-    path = directory / name
-    path.write_bytes(body)
-    return StagedFile(path=path, size=len(body), sha256=hashlib.sha256(body).hexdigest())
-
-
-def mp3(size: int) -> bytes:
-    return b"\xff\xfb" + os.urandom(size - 2)
 
 
 class Wire:
@@ -105,31 +80,6 @@ def assert_only_what_compatible_stores_accept(wire: Wire, endpoint: str, bucket:
         assert not headers["x-amz-content-sha256"].startswith("STREAMING-"), operation
 
 
-class ReadRecorder:
-    def __init__(self) -> None:
-        self.sizes: list[int | None] = []
-
-    def open(self, path: Any, mode: str = "r") -> Any:
-        handle = open(path, mode)  # noqa: SIM115  returned to the sink
-        recorder = self
-
-        class Wrapped:
-            def read(self, size: int | None = -1) -> bytes:
-                recorder.sizes.append(size)
-                return handle.read(-1 if size is None else size)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(handle, name)
-
-            def __enter__(self) -> Wrapped:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                handle.close()
-
-        return Wrapped()
-
-
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[ReadRecorder]:
     recorder = ReadRecorder()
@@ -144,19 +94,19 @@ def test_single_put_over_http_lands_and_sends_no_crc_trailers(
     body = mp3(3 * MIB)
     staged = stage(tmp_path, body)
 
-    outcome, stored = sink.put(recording(), staged)
+    outcome, stored = sink.put(leap_day_recording(), staged)
 
     assert outcome is PutOutcome.CREATED
-    assert stored == StoredObject(KEY, len(body), staged.sha256, RID)
+    assert stored == StoredObject(KEY, len(body), staged.sha256, RECORDING_ID)
     s3 = admin(moto_server)
     got = s3.get_object(Bucket=bucket, Key=KEY)
     assert got["Body"].read() == body
     assert got["ContentType"] == "audio/mpeg"
     assert got["StorageClass"] == "STANDARD_IA"
-    assert got["Metadata"] == layout.object_metadata(recording(), staged.sha256)
+    assert got["Metadata"] == layout.object_metadata(leap_day_recording(), staged.sha256)
     assert layout.decode_metadata_value(got["Metadata"]["agent1"]) == "Zoë O'Neill"
     tags = s3.get_object_tagging(Bucket=bucket, Key=KEY)["TagSet"]
-    assert {t["Key"]: t["Value"] for t in tags} == layout.object_tags(recording())
+    assert {t["Key"]: t["Value"] for t in tags} == layout.object_tags(leap_day_recording())
     assert wire.operations() == ["HeadObject", "PutObject"]
     put_headers = wire.sent[1][2]
     assert put_headers["if-none-match"] == "*"
@@ -173,7 +123,7 @@ def test_multipart_upload_over_http_lands_the_exact_bytes(
     body = mp3(11 * MIB + 7)
     staged = stage(tmp_path, body)
 
-    outcome, _ = sink.put(recording(), staged)
+    outcome, _ = sink.put(leap_day_recording(), staged)
 
     assert outcome is PutOutcome.CREATED
     s3 = admin(moto_server)
@@ -222,7 +172,7 @@ def test_a_412_race_with_our_own_body_is_already_present(
     create_between_head_and_write(sink, monkeypatch, moto_server, bucket, body, staged.sha256)
 
     with structlog.testing.capture_logs() as logs:
-        outcome, stored = sink.put(recording(), staged)
+        outcome, stored = sink.put(leap_day_recording(), staged)
 
     assert outcome is PutOutcome.ALREADY_PRESENT
     assert stored.sha256 == staged.sha256
@@ -246,7 +196,7 @@ def test_a_412_race_with_another_body_is_a_conflict_left_untouched(
         sink, monkeypatch, moto_server, bucket, theirs, hashlib.sha256(theirs).hexdigest()
     )
 
-    outcome, stored = sink.put(recording(), staged)
+    outcome, stored = sink.put(leap_day_recording(), staged)
 
     assert outcome is PutOutcome.CONFLICT
     assert stored.size == len(theirs)
@@ -288,7 +238,7 @@ def test_a_locked_write_carries_the_mode_and_the_date_from_the_call(
     )
     until = datetime(2029, 3, 1, 0, 30, tzinfo=UTC)  # 2024-02-29T23:30Z plus 5 years
     lock = Lock(LockMode.COMPLIANCE, until)
-    outcome, stored = sink.put(recording(), stage(tmp_path, mp3(1 * MIB)), lock)
+    outcome, stored = sink.put(leap_day_recording(), stage(tmp_path, mp3(1 * MIB)), lock)
     assert outcome is PutOutcome.CREATED
     head = sink.head(stored.key)
     assert head is not None and head.lock_mode == "COMPLIANCE"
@@ -332,7 +282,9 @@ def test_on_seaweedfs_a_locked_write_is_locked_whole_or_in_parts(
     )
     until = datetime(2029, 3, 1, 0, 30, tzinfo=UTC)
     lock = Lock(LockMode.GOVERNANCE, until)
-    outcome, stored = sink.put(recording(), stage(tmp_path, mp3(size)), lock, legal_hold=True)
+    outcome, stored = sink.put(
+        leap_day_recording(), stage(tmp_path, mp3(size)), lock, legal_hold=True
+    )
     assert outcome is PutOutcome.CREATED
     head = admin.head_object(Bucket=bucket, Key=stored.key)
     assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"] == until

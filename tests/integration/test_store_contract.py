@@ -23,42 +23,17 @@ import pytest
 from archiver import layout
 from archiver.config import S3Config
 from archiver.errors import RecordingFailed
-from archiver.models import PutOutcome, Recording, StagedFile, StoredObject
+from archiver.models import PutOutcome, StagedFile, StoredObject
 from archiver.sink import S3Sink, make_client
 from tests import seaweed
+from tests.builders import RECORDING_ID, leap_day_recording, mp3, stage
 from tests.fakes import FakeStore
 
 PREFIX = "calls/"
 MIB = 2**20
 MULTIPART_THRESHOLD = 5 * MIB  # the smallest s3.multipart_threshold the config accepts
 PART_SIZE = 8 * MIB  # the sink's
-RID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
 _buckets = itertools.count()
-
-
-def recording(recording_id: str = RID) -> Recording:
-    """Started at 00:30 on 1 March in Paris: 29 February in UTC, the day the key must carry."""
-    return Recording.from_api(
-        {
-            "url": f"https://api.cradle.io/api/v1/public/recordings/{recording_id}.mp3",
-            "startedAt": "2024-03-01T00:30:00+01:00",
-            "durationSeconds": 61,
-            "nature": "out",
-            "agent1": "Zoë O'Neill",
-            "cradleNumber": "+3312345678",
-            "thirdPartyNumber": "+3387654321",
-        }
-    )
-
-
-def mp3(size: int) -> bytes:
-    return b"\xff\xfb" + os.urandom(size - 2)
-
-
-def stage(directory: Path, body: bytes, name: str = "staged.mp3") -> StagedFile:
-    path = directory / name
-    path.write_bytes(body)
-    return StagedFile(path=path, size=len(body), sha256=hashlib.sha256(body).hexdigest())
 
 
 def change_after_hashing(staged: StagedFile, at: int = 1000) -> None:
@@ -167,12 +142,12 @@ s3_stores = pytest.mark.parametrize("subject", S3_STORES, indirect=True)
 
 @every_store
 def test_key_for_is_the_layouts_key(subject: Subject) -> None:
-    rec = recording()
+    rec = leap_day_recording()
 
     key = subject.store.key_for(rec)
 
     assert key == layout.object_key(PREFIX, rec)
-    assert key == f"{PREFIX}2024/02/29/{RID}.mp3"
+    assert key == f"{PREFIX}2024/02/29/{RECORDING_ID}.mp3"
 
 
 @every_store
@@ -180,13 +155,13 @@ def test_a_new_recording_is_created_at_its_key(subject: Subject, tmp_path: Path)
     body = mp3(200_000)
     staged = stage(tmp_path, body)
 
-    outcome, stored = subject.store.put(recording(), staged)
+    outcome, stored = subject.store.put(leap_day_recording(), staged)
 
-    key = layout.object_key(PREFIX, recording())
+    key = layout.object_key(PREFIX, leap_day_recording())
     assert outcome is PutOutcome.CREATED
-    assert stored == StoredObject(key, len(body), staged.sha256, RID)
+    assert stored == StoredObject(key, len(body), staged.sha256, RECORDING_ID)
     assert subject.body_at(key) == body
-    assert subject.store.head(key) == StoredObject(key, len(body), staged.sha256, RID)
+    assert subject.store.head(key) == StoredObject(key, len(body), staged.sha256, RECORDING_ID)
 
 
 @every_store
@@ -194,13 +169,13 @@ def test_the_same_body_again_is_already_present_and_not_written(
     subject: Subject, tmp_path: Path
 ) -> None:
     body = mp3(200_000)
-    subject.store.put(recording(), stage(tmp_path, body, "first.mp3"))
+    subject.store.put(leap_day_recording(), stage(tmp_path, body, "first.mp3"))
 
-    outcome, stored = subject.store.put(recording(), stage(tmp_path, body, "again.mp3"))
+    outcome, stored = subject.store.put(leap_day_recording(), stage(tmp_path, body, "again.mp3"))
 
-    key = layout.object_key(PREFIX, recording())
+    key = layout.object_key(PREFIX, leap_day_recording())
     assert outcome is PutOutcome.ALREADY_PRESENT
-    assert stored == StoredObject(key, len(body), hashlib.sha256(body).hexdigest(), RID)
+    assert stored == StoredObject(key, len(body), hashlib.sha256(body).hexdigest(), RECORDING_ID)
     assert subject.versions_at(key) == 1
 
 
@@ -209,13 +184,15 @@ def test_a_different_body_at_the_key_is_a_conflict_left_untouched(
     subject: Subject, tmp_path: Path
 ) -> None:
     ours, theirs = mp3(200_000), mp3(150_000)
-    subject.store.put(recording(), stage(tmp_path, theirs, "theirs.mp3"))
+    subject.store.put(leap_day_recording(), stage(tmp_path, theirs, "theirs.mp3"))
 
-    outcome, stored = subject.store.put(recording(), stage(tmp_path, ours, "ours.mp3"))
+    outcome, stored = subject.store.put(leap_day_recording(), stage(tmp_path, ours, "ours.mp3"))
 
-    key = layout.object_key(PREFIX, recording())
+    key = layout.object_key(PREFIX, leap_day_recording())
     assert outcome is PutOutcome.CONFLICT
-    assert stored == StoredObject(key, len(theirs), hashlib.sha256(theirs).hexdigest(), RID)
+    assert stored == StoredObject(
+        key, len(theirs), hashlib.sha256(theirs).hexdigest(), RECORDING_ID
+    )
     assert subject.body_at(key) == theirs
     assert subject.versions_at(key) == 1
 
@@ -225,11 +202,11 @@ def test_a_body_over_the_multipart_threshold_lands_whole(subject: Subject, tmp_p
     body = mp3(PART_SIZE + 3 * MIB + 7)
     staged = stage(tmp_path, body)
 
-    outcome, stored = subject.store.put(recording(), staged)
+    outcome, stored = subject.store.put(leap_day_recording(), staged)
 
-    key = layout.object_key(PREFIX, recording())
+    key = layout.object_key(PREFIX, leap_day_recording())
     assert outcome is PutOutcome.CREATED
-    assert stored == StoredObject(key, len(body), staged.sha256, RID)
+    assert stored == StoredObject(key, len(body), staged.sha256, RECORDING_ID)
     assert subject.body_at(key) == body
     assert subject.open_uploads() == 0
 
@@ -241,7 +218,7 @@ def test_each_part_of_a_multipart_upload_carries_its_own_sha256(
     body = mp3(PART_SIZE + 3 * MIB + 7)
     parts = [body[:PART_SIZE], body[PART_SIZE:]]
 
-    subject.store.put(recording(), stage(tmp_path, body))
+    subject.store.put(leap_day_recording(), stage(tmp_path, body))
 
     digests = [base64.b64encode(hashlib.sha256(part).digest()).decode() for part in parts]
     uploads = [headers for operation, headers, _ in subject.sent if operation == "UploadPart"]
@@ -268,10 +245,10 @@ def test_a_body_that_is_not_the_verified_one_is_refused_by_the_store(
     change_after_hashing(staged)
 
     with pytest.raises(RecordingFailed) as refused:
-        subject.store.put(recording(), staged)
+        subject.store.put(leap_day_recording(), staged)
 
     assert refused.value.reason == "staged_corrupt"
-    assert subject.versions_at(layout.object_key(PREFIX, recording())) == 0
+    assert subject.versions_at(layout.object_key(PREFIX, leap_day_recording())) == 0
 
 
 @pytest.mark.parametrize("subject", ["fake", *S3_STORES], indirect=True)
@@ -283,10 +260,10 @@ def test_a_staged_file_that_changed_size_is_refused_before_sending(
         grown.write(b"\0")
 
     with pytest.raises(RecordingFailed) as refused:
-        subject.store.put(recording(), staged)
+        subject.store.put(leap_day_recording(), staged)
 
     assert refused.value.reason == "staged_corrupt"
-    assert subject.versions_at(layout.object_key(PREFIX, recording())) == 0
+    assert subject.versions_at(layout.object_key(PREFIX, leap_day_recording())) == 0
     assert [operation for operation, _, _ in subject.sent] in ([], ["HeadObject"])
 
 
@@ -300,10 +277,10 @@ def test_a_multipart_body_that_is_not_the_verified_one_is_refused(
     change_after_hashing(staged, at=PART_SIZE + 1000)
 
     with pytest.raises(RecordingFailed) as refused:
-        subject.store.put(recording(), staged)
+        subject.store.put(leap_day_recording(), staged)
 
     # The sink's own digest says staged_corrupt; a store without parts, checksum_mismatch.
     assert refused.value.reason in {"staged_corrupt", "checksum_mismatch"}
     assert not refused.value.permanent  # the next pass downloads it again
-    assert subject.versions_at(layout.object_key(PREFIX, recording())) == 0
+    assert subject.versions_at(layout.object_key(PREFIX, leap_day_recording())) == 0
     assert subject.open_uploads() == 0

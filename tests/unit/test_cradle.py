@@ -21,6 +21,7 @@ from archiver.errors import ApiUnavailable, AuthError, Interrupted, RecordingFai
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, Window
 from archiver.spool import Spool
+from tests import builders
 from tests.builders import mp3
 
 MP3 = mp3(10_250)
@@ -92,15 +93,8 @@ def client_for(base_url: str, sleeps: list[float], attempts: int = 4) -> CradleC
 
 
 def recording(base_url: str, rid: str = RID) -> Recording:
-    return Recording.from_api(
-        {
-            "url": f"{base_url}/api/v1/public/recordings/{rid}.mp3?source=api",
-            "startedAt": "2024-05-01T10:00:00Z",
-            "durationSeconds": 60,
-            "agent1": "a@example.com",
-            "nature": "in",
-        }
-    )
+    """A recording served by the test server at `base_url`."""
+    return builders.recording(rid, base_url=base_url, startedAt="2024-05-01T10:00:00Z")
 
 
 WINDOW = Window(NOW - timedelta(hours=1), NOW)

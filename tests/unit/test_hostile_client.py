@@ -25,6 +25,7 @@ from archiver.errors import ApiUnavailable, RecordingFailed
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, Window
 from archiver.spool import Spool
+from tests import builders
 from tests.builders import mp3
 
 MP3 = mp3(10_250)
@@ -121,14 +122,8 @@ def client_for(base_url: str, *, timeout: float = 20, attempts: int = 2) -> Crad
 
 
 def entry(base_url: str, rid: str = RID, **fields: Any) -> dict[str, Any]:
-    return {
-        "url": f"{base_url}/api/v1/public/recordings/{rid}.mp3?source=api",
-        "startedAt": "2024-05-01T11:00:00Z",
-        "durationSeconds": 60,
-        "agent1": "a@example.com",
-        "nature": "in",
-        **fields,
-    }
+    """A list entry for a recording the test server at `base_url` serves, started in WINDOW."""
+    return builders.entry(rid, base_url=base_url, **{"startedAt": "2024-05-01T11:00:00Z", **fields})
 
 
 def recording(base_url: str, rid: str = RID) -> Recording:

@@ -13,60 +13,45 @@ from structlog.testing import capture_logs
 
 from archiver import layout
 from archiver.models import Recording
+from tests.builders import RECORDING_ID, recording
 
-RID = "0b6a3c1e-8f7d-4c2a-9e1b-5d4f3a2b1c0d"
 SHA = "ab" * 32
 
 
-def recording(**changes: object) -> Recording:
-    entry: dict[str, object] = {
-        "url": f"https://api.cradle.io/api/v1/public/recordings/{RID}.mp3?source=api",
-        "startedAt": "2022-06-01T10:15:30.250Z",
-        "durationSeconds": 93,
-        "nature": "in",
-        "agent1": "Alice Smith",
-        "agent2": "Bob Jones",
-        "cradleNumber": "+4930123456",
-        "thirdPartyNumber": "+4940987654",
-    }
-    entry.update(changes)
-    return Recording.from_api({k: v for k, v in entry.items() if v is not None})
-
-
 def test_key_is_prefix_utc_date_and_recording_id() -> None:
-    assert layout.object_key("cradle/", recording()) == f"cradle/2022/06/01/{RID}.mp3"
+    assert layout.object_key("cradle/", recording()) == f"cradle/2022/06/01/{RECORDING_ID}.mp3"
 
 
 def test_key_without_prefix() -> None:
-    assert layout.object_key("", recording()) == f"2022/06/01/{RID}.mp3"
+    assert layout.object_key("", recording()) == f"2022/06/01/{RECORDING_ID}.mp3"
 
 
 def test_key_dates_an_offset_start_time_by_its_utc_day() -> None:
     # 00:30 on 1 January in Berlin (+01:00) is still 31 December in UTC.
     rec = recording(startedAt="2023-01-01T00:30:00+01:00")
-    assert layout.object_key("p/", rec) == f"p/2022/12/31/{RID}.mp3"
+    assert layout.object_key("p/", rec) == f"p/2022/12/31/{RECORDING_ID}.mp3"
 
 
 def test_key_dates_a_negative_offset_forward_across_midnight() -> None:
     rec = recording(startedAt="2022-02-28T21:00:00-05:00")
-    assert layout.object_key("p/", rec) == f"p/2022/03/01/{RID}.mp3"
+    assert layout.object_key("p/", rec) == f"p/2022/03/01/{RECORDING_ID}.mp3"
 
 
 def test_key_of_a_recording_built_in_another_zone_uses_utc() -> None:
     started = datetime(2022, 6, 2, 1, 0, tzinfo=timezone(timedelta(hours=3)))
-    rec = Recording(RID, "u", started, 1, "in", "A")
-    assert layout.object_key("", rec) == f"2022/06/01/{RID}.mp3"
+    rec = Recording(RECORDING_ID, "u", started, 1, "in", "A")
+    assert layout.object_key("", rec) == f"2022/06/01/{RECORDING_ID}.mp3"
 
 
 def test_key_refuses_a_naive_start_time() -> None:
-    rec = Recording(RID, "u", datetime(2022, 6, 1), 1, "in", "A")  # noqa: DTZ001  the case under test
+    rec = Recording(RECORDING_ID, "u", datetime(2022, 6, 1), 1, "in", "A")  # noqa: DTZ001  the case under test
     with pytest.raises(ValueError, match="no time zone"):
         layout.object_key("", rec)
 
 
 def test_metadata_has_every_field_when_present() -> None:
     assert layout.object_metadata(recording(), SHA.upper()) == {
-        "recording-id": RID,
+        "recording-id": RECORDING_ID,
         "started-at": "2022-06-01T10:15:30.250Z",
         "duration-seconds": "93",
         "nature": "in",
@@ -233,7 +218,7 @@ def test_a_10kb_agent_name_is_cut_with_a_marker_to_fit_2kb(kind: str) -> None:
         {
             "event": "metadata.truncated",
             "log_level": "warning",
-            "recording_id": RID,
+            "recording_id": RECORDING_ID,
             "keys": ["agent1"],
         }
     ]
@@ -248,7 +233,7 @@ def test_every_free_text_field_long_still_fits_and_shares_the_room(kind: str) ->
     # Each gets a fair share of the ~1,800 bytes left, none starves the others.
     assert min(len(metadata[k]) for k in layout.FREE_TEXT) > 400
     # And the fields we control are whole.
-    assert metadata["recording-id"] == RID and metadata["sha256"] == SHA
+    assert metadata["recording-id"] == RECORDING_ID and metadata["sha256"] == SHA
 
 
 def test_the_cut_keeps_as_much_as_fits() -> None:

@@ -24,38 +24,13 @@ from archiver import layout
 from archiver import sink as sink_module
 from archiver.config import S3Config
 from archiver.errors import RecordingFailed, SinkUnavailable
-from archiver.models import Recording, StagedFile
 from archiver.sink import PutOutcome, S3Sink, StoredObject, make_client, map_error
+from tests.builders import RECORDING_ID, mp3, recording, stage
+from tests.fakes import ReadRecorder
 
 BUCKET = "recordings-test"
-RID = "0b6a3c1e-8f7d-4c2a-9e1b-5d4f3a2b1c0d"
-KEY = f"cradle/2022/06/01/{RID}.mp3"
+KEY = f"cradle/2022/06/01/{RECORDING_ID}.mp3"
 MIB = 2**20
-
-
-def recording(**changes: object) -> Recording:
-    entry: dict[str, object] = {
-        "url": f"https://api.cradle.io/api/v1/public/recordings/{RID}.mp3?source=api",
-        "startedAt": "2022-06-01T10:15:30Z",
-        "durationSeconds": 93,
-        "nature": "in",
-        "agent1": "Jürgen Müller",
-        "agent2": "Bob Jones",
-        "cradleNumber": "+4930123456",
-        "thirdPartyNumber": "+4940987654",
-    }
-    entry.update(changes)
-    return Recording.from_api({k: v for k, v in entry.items() if v is not None})
-
-
-def stage(directory: Path, body: bytes, name: str = "staged.mp3") -> StagedFile:
-    path = directory / name
-    path.write_bytes(body)
-    return StagedFile(path=path, size=len(body), sha256=hashlib.sha256(body).hexdigest())
-
-
-def mp3(size: int) -> bytes:
-    return b"ID3" + os.urandom(size - 3)
 
 
 class Requests:
@@ -139,20 +114,21 @@ def test_single_put_lands_the_exact_bytes_with_metadata_tags_and_headers(
     sink, _ = new_sink(storage_class="STANDARD_IA", sse="AES256")
     body = mp3(100_000)
     staged = stage(tmp_path, body)
+    call = recording(agent1="Jürgen Müller")
 
-    outcome, stored = sink.put(recording(), staged)
+    outcome, stored = sink.put(call, staged)
 
     assert outcome is PutOutcome.CREATED
-    assert stored == StoredObject(KEY, len(body), staged.sha256, RID)
+    assert stored == StoredObject(KEY, len(body), staged.sha256, RECORDING_ID)
     got = s3.get_object(Bucket=BUCKET, Key=KEY)
     assert got["Body"].read() == body
     assert got["ContentType"] == "audio/mpeg"
     assert got["StorageClass"] == "STANDARD_IA"
     assert got["ServerSideEncryption"] == "AES256"
-    assert got["Metadata"] == layout.object_metadata(recording(), staged.sha256)
+    assert got["Metadata"] == layout.object_metadata(call, staged.sha256)
     assert got["Metadata"]["sha256"] == staged.sha256
     tags = s3.get_object_tagging(Bucket=BUCKET, Key=KEY)["TagSet"]
-    assert {t["Key"]: t["Value"] for t in tags} == layout.object_tags(recording())
+    assert {t["Key"]: t["Value"] for t in tags} == layout.object_tags(call)
     assert {t["Key"]: t["Value"] for t in tags}["agent1"] == "Jürgen Müller"
 
 
@@ -220,39 +196,12 @@ def test_the_sink_builds_one_client_for_all_its_puts(
     sink = S3Sink(S3Config(bucket=BUCKET))
     for n in range(3):
         rid = f"{n}b6a3c1e-8f7d-4c2a-9e1b-5d4f3a2b1c0d"
-        rec = recording(url=f"https://api.cradle.io/api/v1/public/recordings/{rid}.mp3")
+        rec = recording(rid)
         sink.put(rec, stage(tmp_path, mp3(500), name=f"{n}.mp3"))
     assert len(built) == 1
 
 
 # --- multipart ------------------------------------------------------------------------------
-
-
-class ReadRecorder:
-    """Wraps the staged file the sink opens and records every read size."""
-
-    def __init__(self) -> None:
-        self.sizes: list[int | None] = []
-
-    def open(self, path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        handle = open(path, mode, *args, **kwargs)  # noqa: SIM115  returned to the sink
-        recorder = self
-
-        class Wrapped:
-            def read(self, size: int | None = -1) -> bytes:
-                recorder.sizes.append(size)
-                return handle.read(-1 if size is None else size)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(handle, name)
-
-            def __enter__(self) -> Wrapped:
-                return self
-
-            def __exit__(self, *exc: object) -> None:
-                handle.close()
-
-        return Wrapped()
 
 
 def test_multipart_upload_lands_the_exact_bytes_reading_one_part_at_a_time(
@@ -268,7 +217,7 @@ def test_multipart_upload_lands_the_exact_bytes_reading_one_part_at_a_time(
         outcome, stored = sink.put(recording(), staged)
 
     assert outcome is PutOutcome.CREATED
-    assert stored == StoredObject(KEY, len(body), staged.sha256, RID)
+    assert stored == StoredObject(KEY, len(body), staged.sha256, RECORDING_ID)
     got = s3.get_object(Bucket=BUCKET, Key=KEY)
     assert got["Body"].read() == body
     assert got["ETag"].strip('"').endswith("-3")
@@ -317,7 +266,7 @@ def test_a_failing_part_aborts_the_upload_leaving_no_parts_and_no_object(
 def test_a_staged_file_changed_since_verification_is_not_completed(s3: Any, tmp_path: Path) -> None:
     sink, _ = new_sink()
     staged = stage(tmp_path, mp3(7 * MIB))
-    staged.path.write_bytes(mp3(7 * MIB))  # same size, other bytes
+    staged.path.write_bytes(mp3(7 * MIB, name="other"))  # same size, other bytes
 
     with pytest.raises(RecordingFailed) as raised:
         sink.put(recording(), staged)
@@ -373,7 +322,7 @@ def test_a_second_put_of_the_same_body_is_already_present_and_writes_nothing(
     outcome, stored = sink.put(recording(), staged)
 
     assert outcome is PutOutcome.ALREADY_PRESENT
-    assert stored == StoredObject(KEY, staged.size, staged.sha256, RID)
+    assert stored == StoredObject(KEY, staged.size, staged.sha256, RECORDING_ID)
     assert requests.operations() == ["HeadObject"]
     after = s3.head_object(Bucket=BUCKET, Key=KEY)
     assert (after["ETag"], after["LastModified"]) == (before["ETag"], before["LastModified"])
@@ -381,7 +330,7 @@ def test_a_second_put_of_the_same_body_is_already_present_and_writes_nothing(
 
 @pytest.mark.parametrize(
     "metadata",
-    [{"sha256": "cd" * 32, "recording-id": RID}, {}, {"sha256": "not-a-digest"}],
+    [{"sha256": "cd" * 32, "recording-id": RECORDING_ID}, {}, {"sha256": "not-a-digest"}],
     ids=["other-sha256", "no-metadata", "garbage-sha256"],
 )
 def test_an_object_with_another_or_no_sha256_is_a_conflict_left_untouched(
@@ -440,7 +389,7 @@ def test_a_store_without_conditional_writes_is_written_after_the_head_alone(
     with structlog.testing.capture_logs() as logs:
         outcome, _ = sink.put(recording(), stage(tmp_path, mp3(5000)))
         rid = "1b6a3c1e-8f7d-4c2a-9e1b-5d4f3a2b1c0d"
-        other = recording(url=f"https://api.cradle.io/api/v1/public/recordings/{rid}.mp3")
+        other = recording(rid)
         second, _ = sink.put(other, stage(tmp_path, mp3(5000), name="2.mp3"))
 
     assert (outcome, second) == (PutOutcome.CREATED, PutOutcome.CREATED)
@@ -459,7 +408,7 @@ def test_head_of_a_missing_key_is_none(s3: Any) -> None:
 
 def test_key_for_is_the_layout_key(s3: Any) -> None:
     sink, _ = new_sink(prefix="archive/")
-    assert sink.key_for(recording()) == f"archive/2022/06/01/{RID}.mp3"
+    assert sink.key_for(recording()) == f"archive/2022/06/01/{RECORDING_ID}.mp3"
 
 
 # --- errors ---------------------------------------------------------------------------------
