@@ -35,6 +35,10 @@ class Outage:
     # The daemon variant: how long S3 stays down (one-shot runs: until the pass has failed).
     down_for: float = 25.0
     seed: int = 9
+    # Bodies at this many bytes a second, so the recordings left when S3 stops take seconds,
+    # not the blink a fast loopback gives them: else the pass may finish between the check
+    # and the stop (seen once in a full run). None: as fast as the machine goes.
+    bandwidth: int | None = None
 
 
 def outage(lab: Lab, params: Outage = Outage(), s3: S3Server | None = None) -> Report:
@@ -58,6 +62,7 @@ def _outage(lab: Lab, p: Outage, report: Report, s3: S3Server) -> None:
         per_hour=p.per_hour,
         bytes_per_second=p.bytes_per_second,
         large_fraction=p.large_fraction,
+        bandwidth=p.bandwidth,
     )
     bucket = lab.bucket(s3=s3)
     config = lab.config(

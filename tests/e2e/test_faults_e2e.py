@@ -90,7 +90,11 @@ def test_sigterm_during_a_slow_download_stops_within_shutdown_timeout(lab: Lab) 
 
 
 def test_an_s3_outage_fails_the_pass_cleanly_and_the_next_pass_completes(lab: Lab) -> None:
-    passed(outage.outage(lab, outage.Outage(hours=1, per_hour=10)))
+    passed(
+        outage.outage(
+            lab, outage.Outage(hours=1, per_hour=10, bandwidth=2_000_000, large_fraction=0.0)
+        )
+    )
 
 
 # -- 4. credentials ----------------------------------------------------------------------------

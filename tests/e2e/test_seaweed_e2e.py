@@ -62,5 +62,9 @@ def test_a_seaweedfs_outage_fails_the_pass_cleanly_and_the_next_pass_completes(
 ) -> None:
     """SeaweedFS's process ends mid-pass (SIGTERM) and starts again on the same data."""
     with seaweed.running(tmp_path / "outage-s3") as server:
-        report = outage.outage(lab, outage.Outage(hours=1, per_hour=10), s3=server)
+        report = outage.outage(
+            lab,
+            outage.Outage(hours=1, per_hour=10, bandwidth=2_000_000, large_fraction=0.0),
+            s3=server,
+        )
     passed(report)
