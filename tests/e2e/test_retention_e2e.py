@@ -40,19 +40,29 @@ def recordings_in(sim: Any, bucket: Bucket) -> dict[str, SimRecording]:
     }
 
 
-def test_every_object_is_locked_until_its_call_plus_the_period_and_old_ones_follow_expired(
-    tmp_path: Path, simulator: Any, seaweed_server: str
-) -> None:
+def three_days_under_two(
+    tmp_path: Path, simulator: Any, endpoint: str, per_hour: float, *, mode: str, expired: str
+) -> tuple[Any, Bucket, Path, datetime]:
+    """Calls over the last three days under a two-day period (the oldest already expired), an
+    Object Lock bucket, and a config; and the end of the calls."""
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
-    # Calls over the last three days, under a two-day period: the oldest are already expired.
-    sim = simulator(start=end - timedelta(days=3), end=end, per_hour=0.5, bytes_per_second=200)
-    bucket = locked_bucket(seaweed_server)
+    sim = simulator(start=end - timedelta(days=3), end=end, per_hour=per_hour, bytes_per_second=200)
+    bucket = locked_bucket(endpoint)
     config = write_config(
         tmp_path / "config.toml",
         sim,
         bucket,
         archive={"window": "1d", "settle_delay": "0s"},
-        retention={"mode": "compliance", "period": "2d", "expired": "skip"},
+        retention={"mode": mode, "period": "2d", "expired": expired},
+    )
+    return sim, bucket, config, end
+
+
+def test_every_object_is_locked_until_its_call_plus_the_period_and_old_ones_follow_expired(
+    tmp_path: Path, simulator: Any, seaweed_server: str
+) -> None:
+    sim, bucket, config, end = three_days_under_two(
+        tmp_path, simulator, seaweed_server, 0.5, mode="compliance", expired="skip"
     )
     check = cli("check", config=config)
     assert check.returncode == 0, check.stderr[-2000:]
@@ -91,15 +101,8 @@ def test_every_object_is_locked_until_its_call_plus_the_period_and_old_ones_foll
 def test_with_expired_archive_old_calls_are_kept_unlocked(
     tmp_path: Path, simulator: Any, seaweed_server: str
 ) -> None:
-    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
-    sim = simulator(start=end - timedelta(days=3), end=end, per_hour=0.3, bytes_per_second=200)
-    bucket = locked_bucket(seaweed_server)
-    config = write_config(
-        tmp_path / "config.toml",
-        sim,
-        bucket,
-        archive={"window": "1d", "settle_delay": "0s"},
-        retention={"mode": "governance", "period": "2d", "expired": "archive"},
+    sim, bucket, config, end = three_days_under_two(
+        tmp_path, simulator, seaweed_server, 0.3, mode="governance", expired="archive"
     )
     since = (end - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = cli("backfill", "--from", since, config=config, timeout=300)
