@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 from archiver.models import Recording, RecordingRow, format_time
 
@@ -43,23 +44,22 @@ class HoldRule:
             return any(
                 a is not None and a.lower() == wanted for a in (recording.agent1, recording.agent2)
             )
-        start, end = (datetime.fromisoformat(v) for v in self.values)
+        start, end = self._period
         return start <= recording.started_at < end
-
-    def same_selection(self, other: HoldRule) -> bool:
-        """`hold remove` names the rule by what it selects; the reason may differ."""
-        return (self.selector, self.values) == (other.selector, other.values)
 
     def bounds(self) -> tuple[datetime | None, datetime | None]:
         """The start times a period rule selects from and until; (None, None) for the others."""
-        if self.selector is not Selector.PERIOD:
-            return None, None
+        return self._period if self.selector is Selector.PERIOD else (None, None)
+
+    @cached_property
+    def _period(self) -> tuple[datetime, datetime]:
+        # Parsed once per rule, not once per recording matched against it.
         start, end = (datetime.fromisoformat(v) for v in self.values)
         return start, end
 
     def describe(self) -> str:
         if self.selector is Selector.PERIOD:
-            start, end = (datetime.fromisoformat(v) for v in self.values)
+            start, end = self._period
             return f"calls from {format_time(start)} until {format_time(end)}"
         if self.selector is Selector.IDS:
             return f"recordings {', '.join(self.values)}"
