@@ -317,7 +317,10 @@ class CradleClient:
 
     def _get_json(self, url: str, params: dict[str, str]) -> Any:
         body = bytearray()
-        with self._request(url, params=params, endpoint="list") as (response, transfer):
+        with self._request(url, params=params, endpoint="list", max_bytes=MAX_LIST_BYTES) as (
+            response,
+            transfer,
+        ):
             if (_content_length(response) or 0) > MAX_LIST_BYTES:
                 raise RetriableError(
                     f"list response declares more than {MAX_LIST_BYTES} bytes",
@@ -354,7 +357,10 @@ class CradleClient:
 
     def _download_once(self, url: str, recording_id: str, spool: Spool) -> StagedFile:
         with (
-            self._request(url, endpoint="download") as (response, transfer),
+            self._request(url, endpoint="download", max_bytes=MAX_RECORDING_BYTES) as (
+                response,
+                transfer,
+            ),
             spool.receive(recording_id) as receiver,
         ):
             expected = _content_length(response)
@@ -388,10 +394,16 @@ class CradleClient:
 
     @contextmanager
     def _request(
-        self, url: str, *, endpoint: str, params: dict[str, str] | None = None
+        self,
+        url: str,
+        *,
+        endpoint: str,
+        max_bytes: int,
+        params: dict[str, str] | None = None,
     ) -> Iterator[tuple[requests.Response, Transfer]]:
         """One GET under the in-flight lock, the limiter and the watchdog; redirects followed
-        by hand, each target checked by the same parser as the first url."""
+        by hand, each target checked by the same parser as the first url. The watchdog's
+        deadline allows for the body's declared length, never more than `max_bytes`."""
         with self._in_flight:
             try:
                 for _ in range(MAX_REDIRECTS + 1):
@@ -404,8 +416,8 @@ class CradleClient:
                     try:
                         self._check_status(response)
                         expected = _content_length(response)
-                        budget = MAX_RECORDING_BYTES if expected is None else expected
-                        self.watchdog.arm(transfer.hard_deadline(min(budget, MAX_RECORDING_BYTES)))
+                        budget = max_bytes if expected is None else min(expected, max_bytes)
+                        self.watchdog.arm(transfer.hard_deadline(budget))
                         yield response, transfer
                     finally:
                         response.close()
