@@ -75,6 +75,11 @@ class SinkUnavailable(FatalError):
     """S3 kept failing after every retry, or refuses writes; nothing is marked archived."""
 
 
+class ObjectConflict(FatalError):
+    """One of our own write-once objects (a manifest, an audit record) is already in the bucket
+    with other bytes: never overwritten, and loud, since something else wrote our key."""
+
+
 class StagingError(FatalError):
     """The staging directory cannot be written."""
 

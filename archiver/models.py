@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -270,6 +271,12 @@ class StoredObject:
     recording_id: str | None
     lock_mode: str | None = None  # S3's spelling: "GOVERNANCE" or "COMPLIANCE"
     retain_until: datetime | None = None
+    version_id: str | None = None  # None on a bucket without versioning
+    # S3's own ChecksumSHA256, as it gives it: base64 of the body's digest, or of the parts'
+    # digests with a "-N" suffix for a multipart object (a composite that only its parts prove).
+    checksum_sha256: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-*, as stored
+    legal_hold: bool | None = None  # None when the HEAD did not say
 
 
 class PutResult(NamedTuple):

@@ -33,7 +33,7 @@ AUDIT_DIR = "audit/"
 class TrailStore(Protocol):
     def write_once(
         self, key: str, body: bytes, content_type: str, lock: Lock | None = None
-    ) -> None: ...
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)

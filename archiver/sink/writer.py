@@ -1,4 +1,4 @@
-"""The S3 sink: the only module that talks to S3 (and the only one importing boto3/botocore).
+"""The S3 writer: recordings and our own small objects (audit records, manifests), never overwritten.
 
 Uploads never overwrite. `put` HEADs the key first; an object already there is judged by its
 `sha256` metadata (same body: already archived; anything else: a conflict, left untouched).
@@ -14,7 +14,6 @@ aborted on any failure so no orphaned parts remain.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import math
 import os
@@ -23,24 +22,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-import boto3
-import botocore.config
 import structlog
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver import layout
 from archiver.config import MIN_PART_SIZE, S3Config
-from archiver.errors import ArchiverError, RecordingFailed, SinkUnavailable
+from archiver.errors import ArchiverError, ObjectConflict, RecordingFailed, SinkUnavailable
 from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
 from archiver.retention import BucketLock, Lock
+from archiver.sink.connection import (
+    MISSING_CODES,
+    ConditionUnsupported,
+    Denied,
+    KeyTaken,
+    base64_digest,
+    error_code,
+    make_client,
+    map_error,
+    stored_object,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -51,62 +51,6 @@ PART_SIZE = 8 * 2**20
 MAX_PARTS = 10_000
 READ_BLOCK = 2**20
 CHECK_DIR = ".cradle-archiver-check/"
-RETRIES = 5  # after the first attempt (botocore's `max_attempts`)
-_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
-_TAKEN_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
-_DENIED_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AllAccessDisabled",
-        "InvalidAccessKeyId",
-        "InvalidToken",
-        "ExpiredToken",
-        "SignatureDoesNotMatch",
-    }
-)
-_DIGEST_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
-# Refusals of this one object (its metadata, tags or size), not of the bucket: dead-letter it.
-_OBJECT_REFUSED_CODES = frozenset(
-    {"MetadataTooLarge", "InvalidTag", "KeyTooLongError", "EntityTooLarge"}
-)
-_BUSY_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable"}
-)
-
-
-class _KeyTaken(SinkUnavailable):
-    """The conditional write found an object at the key (412, or 409 while another completes)."""
-
-
-class _Denied(SinkUnavailable):
-    """S3 refused the credentials or the permission (403)."""
-
-
-class _ConditionUnsupported(SinkUnavailable):
-    """The store answered 501 NotImplemented to `If-None-Match: *`."""
-
-
-def make_client(config: S3Config) -> Any:
-    """One S3 client for the life of the sink (it pools connections and is thread-safe)."""
-    options: dict[str, Any] = {
-        "retries": {"max_attempts": RETRIES, "mode": "standard"},
-        "connect_timeout": 10,
-        "read_timeout": 120,
-        "max_pool_connections": 4,
-    }
-    if config.endpoint_url:
-        # boto3 1.36+ adds CRC32 checksums (as aws-chunked trailers over TLS) that older MinIO,
-        # Ceph and other S3-compatible stores reject; send a checksum only where we give one.
-        options["request_checksum_calculation"] = "when_required"
-        options["response_checksum_validation"] = "when_required"
-        options["s3"] = {"addressing_style": "path"}
-    session = boto3.session.Session()
-    return session.client(
-        "s3",
-        region_name=config.region or session.region_name or "us-east-1",
-        endpoint_url=config.endpoint_url or None,
-        config=botocore.config.Config(**options),
-    )
 
 
 class S3Sink:
@@ -145,20 +89,12 @@ class S3Sink:
         try:
             response = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in _MISSING_CODES:
+            if error_code(exc) in MISSING_CODES:
                 return None
             raise self._error(exc, "read from") from exc
         except BotoCoreError as exc:
             raise self._error(exc, "read from") from exc
-        metadata = response.get("Metadata") or {}
-        return StoredObject(
-            key=key,
-            size=int(response.get("ContentLength", 0)),
-            sha256=metadata.get("sha256"),
-            recording_id=metadata.get("recording-id"),
-            lock_mode=response.get("ObjectLockMode"),
-            retain_until=response.get("ObjectLockRetainUntilDate"),
-        )
+        return stored_object(key, response)
 
     def put(
         self,
@@ -177,10 +113,12 @@ class S3Sink:
         try:
             args = self._object_args(recording, staged, lock, legal_hold)
             if multipart:
-                self._put_multipart(key, staged, args)
+                response = self._put_multipart(key, staged, args)
             else:
-                self._put_single(key, staged, args, locked=lock is not None or legal_hold)
-        except _KeyTaken:
+                response = self._put_single(
+                    key, staged, args, locked=lock is not None or legal_hold
+                )
+        except KeyTaken:
             log.info("s3.put_raced", key=key)
             existing = self.head(key)
             if existing is None:
@@ -196,7 +134,14 @@ class S3Sink:
             multipart=multipart,
             seconds=round(time.monotonic() - started, 3),
         )
-        stored = StoredObject(key, staged.size, staged.sha256.lower(), recording.recording_id)
+        version = response.get("VersionId")
+        stored = StoredObject(
+            key,
+            staged.size,
+            staged.sha256.lower(),
+            recording.recording_id,
+            version_id=version if version and version != "null" else None,
+        )
         return PutResult(PutOutcome.CREATED, stored)
 
     def check_write(self) -> None:
@@ -211,7 +156,7 @@ class S3Sink:
         body = b"cradle-archiver write check\n"
         try:
             self.head(key)
-        except _Denied as exc:
+        except Denied as exc:
             raise SinkUnavailable(
                 f"{exc} (a HEAD of a missing key needs s3:GetObject and s3:ListBucket)"
             ) from exc
@@ -219,15 +164,15 @@ class S3Sink:
         args.update(
             Body=body,
             ContentType="text/plain",
-            ChecksumSHA256=_base64_digest(hashlib.sha256(body).digest()),
+            ChecksumSHA256=base64_digest(hashlib.sha256(body).digest()),
         )
         if self._config.tags:
             args["Tagging"] = layout.tagging_header({"purpose": "cradle-archiver-check"})
         try:
             self._conditional_write("put_object", key, args)
-        except _KeyTaken:
+        except KeyTaken:
             pass  # a probe of that name is there already: the write was still allowed to happen
-        except _Denied as exc:
+        except Denied as exc:
             needed = "s3:PutObject" + (" and s3:PutObjectTagging" if self._config.tags else "")
             raise SinkUnavailable(f"{exc} (the archiver needs {needed})") from exc
         stored = self.head(key)
@@ -241,15 +186,16 @@ class S3Sink:
 
     def write_once(
         self, key: str, body: bytes, content_type: str, lock: Lock | None = None
-    ) -> None:
-        """A small object of ours (an audit record, a manifest), written once: an object
-        already at the key is an error, never overwritten."""
+    ) -> str | None:
+        """A small object of ours (an audit record, a manifest), written once; returns its
+        version id. The same bytes already at the key count as written (a run killed after the
+        write does it again); other bytes are an ObjectConflict, left as they are."""
         args = self._storage_args()
         args.update(
             Body=body,
             ContentType=content_type,
             ContentLength=len(body),
-            ChecksumSHA256=_base64_digest(hashlib.sha256(body).digest()),
+            ChecksumSHA256=base64_digest(hashlib.sha256(body).digest()),
         )
         if lock is not None:
             args.update(
@@ -257,12 +203,30 @@ class S3Sink:
                 ObjectLockMode=lock.mode.s3,
                 ObjectLockRetainUntilDate=lock.retain_until,
             )
+        if not self._conditional and self.head(key) is not None:
+            return self._same_or_conflict(key, body)  # no If-None-Match here: the HEAD guards
         try:
-            self._conditional_write("put_object", key, args)
-        except _KeyTaken:
-            raise SinkUnavailable(
-                f"an object is already at {key} in bucket {self.bucket}; it was left as it is"
-            ) from None
+            response = self._conditional_write("put_object", key, args)
+        except KeyTaken:
+            return self._same_or_conflict(key, body)
+        version = response.get("VersionId")
+        return version if version and version != "null" else None
+
+    def _same_or_conflict(self, key: str, body: bytes) -> str | None:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            found = response["Body"].read(len(body) + 1)
+            response["Body"].close()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "read from") from exc
+        if found != body:
+            raise ObjectConflict(
+                f"an object with other content is already at {key} in bucket {self.bucket};"
+                " it was left as it is"
+            )
+        log.info("s3.already_present", key=key, bytes=len(body))
+        version = response.get("VersionId")
+        return version if version and version != "null" else None
 
     def set_legal_hold(self, key: str, on: bool) -> None:
         self._call(
@@ -292,7 +256,7 @@ class S3Sink:
         try:
             found = self._client.get_object_lock_configuration(Bucket=self.bucket)
         except ClientError as exc:
-            if _code(exc) != "ObjectLockConfigurationNotFoundError":
+            if error_code(exc) != "ObjectLockConfigurationNotFoundError":
                 raise self._error(exc, "read from") from exc
             found = {}
         except BotoCoreError as exc:
@@ -312,9 +276,9 @@ class S3Sink:
 
     def _put_single(
         self, key: str, staged: StagedFile, args: dict[str, Any], *, locked: bool
-    ) -> None:
+    ) -> dict[str, Any]:
         # The whole body's SHA-256 also answers S3's rule that a locked write carry a checksum.
-        args["ChecksumSHA256"] = _base64_digest(bytes.fromhex(staged.sha256))
+        args["ChecksumSHA256"] = base64_digest(bytes.fromhex(staged.sha256))
         if locked:
             # S3 wants the algorithm named (x-amz-sdk-checksum-algorithm) on a locked write; the
             # value we give is still ours, so nothing is computed again or sent as a trailer.
@@ -327,19 +291,21 @@ class S3Sink:
             _require_digest(body, staged)
             body.seek(0)
             args["Body"] = body
-            self._conditional_write("put_object", key, args)
+            return dict(self._conditional_write("put_object", key, args))
 
-    def _put_multipart(self, key: str, staged: StagedFile, args: dict[str, Any]) -> None:
+    def _put_multipart(self, key: str, staged: StagedFile, args: dict[str, Any]) -> dict[str, Any]:
         # Every part carries its SHA-256, which a locked multipart upload requires.
         upload_id = self._call(
             "create_multipart_upload", "write to", Key=key, ChecksumAlgorithm="SHA256", **args
         )["UploadId"]
         try:
             parts = self._upload_parts(key, upload_id, staged)
-            self._conditional_write(
-                "complete_multipart_upload",
-                key,
-                {"UploadId": upload_id, "MultipartUpload": {"Parts": parts}},
+            return dict(
+                self._conditional_write(
+                    "complete_multipart_upload",
+                    key,
+                    {"UploadId": upload_id, "MultipartUpload": {"Parts": parts}},
+                )
             )
         except BaseException:
             self._abort(key, upload_id)
@@ -359,7 +325,7 @@ class S3Sink:
                     digest.update(block)
                     whole.update(block)
                 number = len(parts) + 1
-                checksum = _base64_digest(digest.digest())
+                checksum = base64_digest(digest.digest())
                 part.seek(0)
                 response = self._call(
                     "upload_part",
@@ -419,7 +385,7 @@ class S3Sink:
                 return self._call(
                     method, "write to", conditional=True, Key=key, IfNoneMatch="*", **args
                 )
-            except _ConditionUnsupported:
+            except ConditionUnsupported:
                 self._conditional = False
                 log.warning("s3.conditional_write_unsupported", endpoint=self._endpoint)
                 if hasattr(args.get("Body"), "seek"):
@@ -469,54 +435,6 @@ class S3Sink:
         )
 
 
-def map_error(
-    exc: Exception, *, bucket: str, endpoint: str, action: str, conditional: bool = False
-) -> ArchiverError:
-    """The one place a boto3/botocore failure becomes an archiver error.
-
-    `action` reads "write to", "read from" or "delete from". botocore has already retried
-    throttling, 5xx and connection errors by the time one reaches here.
-    """
-    if isinstance(exc, ClientError):
-        return _client_error(exc, bucket, endpoint, action, conditional)
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-        return SinkUnavailable(f"no usable AWS credentials for S3: {exc}")
-    if isinstance(exc, ConnectionError | HTTPClientError):
-        return SinkUnavailable(f"S3 at {endpoint} unreachable: {exc}")
-    return SinkUnavailable(f"S3 request to {endpoint} failed: {exc}")
-
-
-def _client_error(
-    exc: ClientError, bucket: str, endpoint: str, action: str, conditional: bool
-) -> ArchiverError:
-    """S3 answered, with an error code: what it means for the caller."""
-    code = _code(exc)
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    message = exc.response.get("Error", {}).get("Message") or ""
-    if code in _TAKEN_CODES or status == 412:
-        return _KeyTaken(f"an object appeared in bucket {bucket} ({code})")
-    if code == "NotImplemented" and conditional:
-        return _ConditionUnsupported(f"S3 at {endpoint} does not support If-None-Match")
-    if code == "NoSuchBucket":
-        return SinkUnavailable(f"bucket {bucket} does not exist")
-    if code in _DIGEST_CODES:
-        return RecordingFailed(
-            f"S3 refused the body as corrupt ({code}): {message}", reason="checksum_mismatch"
-        )
-    if code in _OBJECT_REFUSED_CODES:
-        return RecordingFailed(
-            f"S3 refused the object ({code}): {message}", reason="s3_refused", permanent=True
-        )
-    if code in _DENIED_CODES or status == 403:
-        return _Denied(f"{action} bucket {bucket} denied ({code}): {message}")
-    if code in _BUSY_CODES or status >= 500:
-        return SinkUnavailable(
-            f"S3 at {endpoint} unreachable: still answering {code} ({status}) "
-            f"after {RETRIES} retries: {message}"
-        )
-    return SinkUnavailable(f"{action} bucket {bucket} refused ({code}): {message}")
-
-
 def _judge(existing: StoredObject, staged: StagedFile) -> PutOutcome:
     same = existing.sha256 is not None and existing.sha256.lower() == staged.sha256.lower()
     if same and existing.size == staged.size:
@@ -531,14 +449,6 @@ def _judge(existing: StoredObject, staged: StagedFile) -> PutOutcome:
         bytes=staged.size,
     )
     return PutOutcome.CONFLICT
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _base64_digest(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
 
 
 class _PartBody:
