@@ -123,6 +123,7 @@ class Ledger(Protocol):
         lock: Lock | None = None,
         audio_seconds: float | None = None,
         audio_mismatch: bool = False,
+        version_id: str | None = None,
     ) -> None: ...
     def mark_expired(self, recording_id: str) -> None: ...
     def holds(self) -> list[HoldRule]: ...
@@ -531,9 +532,12 @@ class ArchivePass:
             )
             self.spool.discard(staged)
             return
-        self._archived(upload, key, seconds if outcome is PutOutcome.CREATED else None)
+        created = outcome is PutOutcome.CREATED
+        self._archived(upload, key, seconds if created else None, stored.version_id)
 
-    def _archived(self, upload: Upload, key: str, upload_seconds: float | None) -> None:
+    def _archived(
+        self, upload: Upload, key: str, upload_seconds: float | None, version_id: str | None
+    ) -> None:
         """The object is in S3 (written now, or found there: `upload_seconds` None)."""
         recording, staged = upload.recording, upload.staged
         self.ledger.mark_archived(
@@ -544,6 +548,7 @@ class ArchivePass:
             lock=upload.lock,
             audio_seconds=staged.audio_seconds,
             audio_mismatch=staged.audio_mismatch,
+            version_id=version_id,
         )
         if not upload.legal_hold and self._held(recording):
             # A `hold add` ran between this upload's start and the line above, and so did not

@@ -36,7 +36,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -49,13 +49,14 @@ from archiver.models import (
     Recording,
     RecordingRow,
     RecordingState,
+    SealedManifest,
     Watermark,
     Window,
     utc_now,
 )
 from archiver.retention import Lock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x43524441  # "CRDA": tells our files from other SQLite databases
 STATES = tuple(RecordingState)
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -66,6 +67,7 @@ STREAM_PAGE = 1000  # rows per read in archived(), so a long verify never pins a
 Clock = Callable[[], datetime]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOWEST, _HIGHEST = -(2**63), 2**63 - 1
+_MICROS_PER_DAY = 86_400_000_000
 
 # "Troubled" recordings (failed at least once, not archived) have their own small index. The CHECKs
 # make every failed recording troubled, so queries for failed ones repeat the index's terms.
@@ -162,8 +164,31 @@ CREATE TABLE holds (
 );
 """
 _SCHEMA_V2 += _COUNT_TRIGGERS
+# Version 3: each object's version id, and the manifests that seal each day (a recording's
+# `manifest_seq` is the manifest listing it; NULL while its day, or a supplement, is unsealed).
+# A manifest's bytes are kept until S3 confirms the write, so a kill in between writes the same
+# bytes again. The reconciliations' results, for `status`.
+_SCHEMA_V3 = """
+ALTER TABLE recordings ADD COLUMN version_id TEXT;
+ALTER TABLE recordings ADD COLUMN manifest_seq INTEGER;
+CREATE INDEX recordings_unsealed ON recordings (started_at)
+    WHERE state = 'archived' AND manifest_seq IS NULL;
+CREATE TABLE manifests (
+    sequence INTEGER PRIMARY KEY CHECK (sequence > 0),
+    day INTEGER NOT NULL, supplement INTEGER NOT NULL CHECK (supplement >= 0),
+    key TEXT NOT NULL UNIQUE, sha256 TEXT NOT NULL, count INTEGER NOT NULL,
+    body BLOB, created_at INTEGER NOT NULL, written_at INTEGER,
+    UNIQUE (day, supplement),
+    CHECK ((body IS NULL) = (written_at IS NOT NULL))
+);
+CREATE TABLE reconciles (
+    id INTEGER PRIMARY KEY, started_at INTEGER NOT NULL, finished_at INTEGER NOT NULL,
+    range_start INTEGER NOT NULL, range_end INTEGER NOT NULL,
+    report TEXT NOT NULL  -- the JSON report: counts by kind and the differences
+);
+"""
 # Step n turns a version n-1 file into version n; append steps, never edit a released one.
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 _NOT_OURS = "{} is an SQLite database, not a cradle-archiver checkpoint"
 _LINK = "{} is a symbolic link; refusing to follow it (the checkpoint's files must be real files)"
 
@@ -239,6 +264,13 @@ class Checkpoint:
                     f" asked for {position.isoformat()}"
                 )
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?)", (new,))
+            # Where the walk began: the first day the manifests seal, empty days included.
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('origin', ?)", (new,))
+
+    def origin(self) -> datetime | None:
+        """Where the watermark first stood (None before the first pass)."""
+        rows = self._query("SELECT value FROM meta WHERE key = 'origin'")
+        return _time(rows[0][0]) if rows else None
 
     def add_listed(self, recordings: Iterable[Recording]) -> list[Recording]:
         now = self._now()
@@ -293,6 +325,7 @@ class Checkpoint:
         lock: Lock | None = None,
         audio_seconds: float | None = None,
         audio_mismatch: bool = False,
+        version_id: str | None = None,
     ) -> None:
         """Idempotent; archived again with a different sha256 is a bug and raises ValueError."""
         with self._write() as conn:
@@ -304,7 +337,7 @@ class Checkpoint:
             conn.execute(
                 "UPDATE recordings SET state = 'archived', sha256 = ?, size = ?, key = ?,"
                 " lock_mode = ?, retain_until = ?, audio_seconds = ?, audio_mismatch = ?,"
-                " updated_at = ? WHERE id = ?",
+                " version_id = ?, updated_at = ? WHERE id = ?",
                 (
                     sha256,
                     size,
@@ -313,6 +346,7 @@ class Checkpoint:
                     _micros(lock.retain_until) if lock else None,
                     audio_seconds,
                     int(audio_mismatch),
+                    version_id,
                     self._now(),
                     row["id"],
                 ),
@@ -488,6 +522,179 @@ class Checkpoint:
             if len(rows) < STREAM_PAGE:
                 return
             after = (rows[-1]["started_at"], rows[-1]["id"])
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    def manifests(self, *, unwritten: bool = False) -> list[SealedManifest]:
+        """Every manifest in chain order (only those whose write is unconfirmed, if asked)."""
+        where = " WHERE body IS NOT NULL" if unwritten else ""
+        rows = self._query(f"SELECT * FROM manifests{where} ORDER BY sequence")  # noqa: S608
+        return [_manifest(row) for row in rows]
+
+    def last_manifest(self) -> SealedManifest | None:
+        rows = self._query("SELECT * FROM manifests ORDER BY sequence DESC LIMIT 1")
+        return _manifest(rows[0]) if rows else None
+
+    def manifest_count(self, day: date) -> int:
+        """How many manifests (the day's own and its supplements) seal `day` so far."""
+        sql = "SELECT count(*) FROM manifests WHERE day = ?"
+        return int(self._query(sql, _micros(_day_start(day)))[0][0])
+
+    def last_sealed_day(self) -> date | None:
+        """The latest day whose own manifest is written."""
+        sql = "SELECT max(day) FROM manifests WHERE supplement = 0 AND body IS NULL"
+        value = self._query(sql)[0][0]
+        return None if value is None else _time(value).date()
+
+    def unsealed(self, since: datetime, until: datetime) -> list[RecordingRow]:
+        """Archived recordings in [since, until) that no manifest lists yet, in id order."""
+        rows = self._query(
+            "SELECT * FROM recordings WHERE state = 'archived' AND manifest_seq IS NULL"
+            " AND started_at >= ? AND started_at < ? ORDER BY recording_id",
+            _micros(since),
+            _micros(until),
+        )
+        return [_row(row) for row in rows]
+
+    def unsealed_days(self, until: datetime) -> list[date]:
+        """The days before `until` with archived recordings no manifest lists yet."""
+        rows = self._query(
+            "SELECT DISTINCT started_at / ? FROM recordings WHERE state = 'archived'"
+            " AND manifest_seq IS NULL AND started_at < ?",
+            _MICROS_PER_DAY,
+            _micros(until),
+        )
+        return sorted((_EPOCH + timedelta(days=row[0])).date() for row in rows)
+
+    def add_manifest(self, manifest: SealedManifest, recording_ids: Sequence[str]) -> None:
+        """Keep a manifest about to be written, and mark what it lists, in one transaction."""
+        if manifest.body is None:
+            raise ValueError("a manifest is kept with its bytes until its write is confirmed")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO manifests (sequence, day, supplement, key, sha256, count, body,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    manifest.sequence,
+                    _micros(_day_start(manifest.day)),
+                    manifest.supplement,
+                    manifest.key,
+                    manifest.sha256,
+                    manifest.count,
+                    manifest.body,
+                    self._now(),
+                ),
+            )
+            for recording_id in recording_ids:
+                if not conn.execute(
+                    "UPDATE recordings SET manifest_seq = ? WHERE recording_id = ?"
+                    " AND state = 'archived' AND manifest_seq IS NULL",
+                    (manifest.sequence, recording_id),
+                ).rowcount:
+                    raise ValueError(f"{recording_id} is not archived and unsealed")
+
+    def manifest_written(self, sequence: int) -> None:
+        """S3 holds the manifest: its bytes are no longer needed here."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE manifests SET body = NULL, written_at = ? WHERE sequence = ?"
+                " AND body IS NOT NULL",
+                (self._now(), sequence),
+            )
+
+    # -- reconciliation and rebuild -----------------------------------------------------------
+
+    def record_reconcile(
+        self, started: datetime, finished: datetime, since: datetime, until: datetime, report: Any
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO reconciles (started_at, finished_at, range_start, range_end, report)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    _micros(started),
+                    _micros(finished),
+                    _micros(since),
+                    _micros(until),
+                    json.dumps(report, sort_keys=True),
+                ),
+            )
+            conn.execute(
+                "DELETE FROM reconciles WHERE id <= (SELECT id FROM reconciles ORDER BY id DESC"
+                " LIMIT 1 OFFSET ?)",
+                (PASS_HISTORY,),
+            )
+
+    def last_reconcile(self) -> dict[str, Any] | None:
+        """The last reconciliation's report, with its times, or None."""
+        rows = self._query("SELECT * FROM reconciles ORDER BY id DESC LIMIT 1")
+        if not rows:
+            return None
+        report: dict[str, Any] = json.loads(rows[0]["report"])
+        return report
+
+    def requeue(self, recording_id: str) -> bool:
+        """An archived recording whose object is gone from S3 goes back to pending, to be
+        archived again (and listed by a supplement). False when it was not archived."""
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    "UPDATE recordings SET state = 'pending', attempts = 0, manifest_seq = NULL,"
+                    " reason = 'missing_in_bucket', updated_at = ? WHERE recording_id = ?"
+                    " AND state = 'archived'",
+                    (self._now(), recording_id.lower()),
+                ).rowcount
+            )
+
+    def restore(self, rows: Iterable[RecordingRow]) -> int:
+        """Put archived recordings back as `rebuild-state` found them in the bucket, in one
+        transaction; those already kept are left as they are. Returns how many were added."""
+        now = self._now()
+        added = 0
+        with self._write() as conn:
+            for row in rows:
+                r = row.recording
+                entry = json.dumps(r.to_api(), separators=(",", ":"), ensure_ascii=False)
+                added += conn.execute(
+                    "INSERT INTO recordings (recording_id, started_at, state, sha256, size, key,"
+                    " first_seen, updated_at, entry, lock_mode, retain_until, audio_seconds,"
+                    " version_id, manifest_seq) VALUES (?, ?, 'archived', ?, ?, ?, ?, ?, ?, ?, ?,"
+                    " ?, ?, ?) ON CONFLICT (recording_id) DO NOTHING",
+                    (
+                        r.recording_id,
+                        _micros(r.started_at) // 1000 * 1000,
+                        row.sha256,
+                        row.size,
+                        row.key,
+                        now,
+                        now,
+                        entry,
+                        row.lock_mode,
+                        _micros(row.retain_until) if row.retain_until else None,
+                        row.audio_seconds,
+                        row.version_id,
+                        row.manifest_sequence,
+                    ),
+                ).rowcount
+        return added
+
+    def restore_manifest(self, manifest: SealedManifest) -> None:
+        """Keep a manifest found written in the bucket (`rebuild-state`)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO manifests (sequence, day, supplement, key, sha256, count,"
+                " body, created_at, written_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                (
+                    manifest.sequence,
+                    _micros(_day_start(manifest.day)),
+                    manifest.supplement,
+                    manifest.key,
+                    manifest.sha256,
+                    manifest.count,
+                    self._now(),
+                    self._now(),
+                ),
+            )
 
     def failed_ids(self) -> list[str]:
         # Sorted here: ORDER BY would tempt the planner to walk the whole recording_id index.
@@ -670,7 +877,17 @@ def _row(row: sqlite3.Row) -> RecordingRow:
         recording = Recording.from_api(json.loads(row["entry"]))
     except (ValueError, MalformedEntry) as exc:
         raise CheckpointError(f"{row['recording_id']}: unreadable stored entry: {exc}") from exc
-    names = ("state", "attempts", "reason", "sha256", "size", "key", "first_seen", "updated_at")
+    names = (
+        "state",
+        "attempts",
+        "reason",
+        "sha256",
+        "size",
+        "key",
+        "first_seen",
+        "updated_at",
+        "version_id",
+    )
     fields: dict[str, Any] = {name: row[name] for name in names}
     fields.update(
         state=RecordingState(row["state"]),
@@ -679,8 +896,25 @@ def _row(row: sqlite3.Row) -> RecordingRow:
         lock_mode=row["lock_mode"],
         retain_until=_time(row["retain_until"]) if row["retain_until"] is not None else None,
         audio_seconds=row["audio_seconds"],
+        manifest_sequence=row["manifest_seq"],
     )
     return RecordingRow(recording, **fields)
+
+
+def _manifest(row: sqlite3.Row) -> SealedManifest:
+    return SealedManifest(
+        sequence=row["sequence"],
+        day=_time(row["day"]).date(),
+        supplement=row["supplement"],
+        key=row["key"],
+        sha256=row["sha256"],
+        count=row["count"],
+        body=None if row["body"] is None else bytes(row["body"]),
+    )
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _micros(value: datetime) -> int:

@@ -104,10 +104,35 @@ class ScheduleConfig:
     shutdown_timeout: timedelta = timedelta(seconds=30)
 
 
+class Rebuild(StrEnum):
+    """`state.rebuild`: what `run` and `backfill` do without a checkpoint when the bucket already
+    holds this archive (starting again from a day ago would silently skip what lies between)."""
+
+    REFUSE = "refuse"  # exit 2, naming `rebuild-state`
+    AUTO = "auto"  # rebuild the checkpoint from the bucket, then run
+
+
 @dataclass(frozen=True)
 class StateConfig:
     path: Path = Path("/var/lib/cradle-archiver/state.db")
     spool_dir: Path = Path("/var/lib/cradle-archiver/spool")
+    rebuild: Rebuild = Rebuild.REFUSE
+
+
+@dataclass(frozen=True)
+class ManifestConfig:
+    enabled: bool = True
+    sign_key_file: Path | None = None  # an Ed25519 private key (PEM): manifests are also signed
+
+
+class ReconcileSchedule(StrEnum):
+    OFF = "off"
+    DAILY = "daily"  # the daemon reconciles yesterday (UTC) once a day, after sealing it
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    schedule: ReconcileSchedule = ReconcileSchedule.DAILY
 
 
 @dataclass(frozen=True)
@@ -146,6 +171,8 @@ class Config:
     server: ServerConfig
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    manifest: ManifestConfig = field(default_factory=ManifestConfig)
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -339,7 +366,18 @@ def parse_config(
     require_credentials: bool = True,
 ) -> Config:
     problems: list[Problem] = []
-    sections = {"cradle", "s3", "archive", "schedule", "state", "server", "retention", "audio"}
+    sections = {
+        "cradle",
+        "s3",
+        "archive",
+        "schedule",
+        "state",
+        "server",
+        "retention",
+        "audio",
+        "manifest",
+        "reconcile",
+    }
     for name in sorted(set(data) - sections):
         problems.append(Problem(name, "unknown section"))
     tables: dict[str, Mapping[str, Any]] = {}
@@ -362,9 +400,17 @@ def parse_config(
     read = _Reader(tables["audio"], "audio", problems)
     audio = AudioConfig(check=read.get("check", AudioConfig.check, _choice(AudioCheck)))
     read.unknown()
+    manifest = _read_manifest(_Reader(tables["manifest"], "manifest", problems))
+    read = _Reader(tables["reconcile"], "reconcile", problems)
+    reconcile = ReconcileConfig(
+        schedule=read.get("schedule", ReconcileConfig.schedule, _choice(ReconcileSchedule))
+    )
+    read.unknown()
     if problems:
         raise ConfigError(source, problems)
-    return Config(source, cradle, s3, archive, schedule, state, server, retention, audio)
+    return Config(
+        source, cradle, s3, archive, schedule, state, server, retention, audio, manifest, reconcile
+    )
 
 
 def _read_cradle(read: _Reader, env: Mapping[str, str], require_credentials: bool) -> CradleConfig:
@@ -552,9 +598,20 @@ def _choice(kind: type[E]) -> Callable[[Any], E]:
 def _read_state(read: _Reader) -> StateConfig:
     path = Path(read.get("path", str(StateConfig.path), _string) or str(StateConfig.path))
     spool = read.get("spool_dir", "", _string)
+    rebuild = read.get("rebuild", StateConfig.rebuild, _choice(Rebuild))
     read.unknown()
     # Beside the state file by default, so one volume holds everything the daemon writes.
-    return StateConfig(path=path, spool_dir=Path(spool) if spool else path.parent / "spool")
+    spool_dir = Path(spool) if spool else path.parent / "spool"
+    return StateConfig(path=path, spool_dir=spool_dir, rebuild=rebuild)
+
+
+def _read_manifest(read: _Reader) -> ManifestConfig:
+    enabled = read.get("enabled", ManifestConfig.enabled, _boolean)
+    key_file = read.get("sign_key_file", "", _string)
+    if key_file and not os.access(key_file, os.R_OK):
+        read.problem("sign_key_file", f"{key_file} cannot be read")
+    read.unknown()
+    return ManifestConfig(enabled=enabled, sign_key_file=Path(key_file) if key_file else None)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -275,7 +275,7 @@ class StoredObject:
     # S3's own ChecksumSHA256, as it gives it: base64 of the body's digest, or of the parts'
     # digests with a "-N" suffix for a multipart object (a composite that only its parts prove).
     checksum_sha256: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-*, as stored
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)  # x-amz-meta-*
     legal_hold: bool | None = None  # None when the HEAD did not say
 
 
@@ -302,6 +302,25 @@ class RecordingRow:
     lock_mode: str | None = None  # "governance" or "compliance", as written
     retain_until: datetime | None = None
     audio_seconds: float | None = None
+    version_id: str | None = None  # the object's version, on a versioned bucket
+    manifest_sequence: int | None = None  # the manifest that lists it, once its day is sealed
+
+
+@dataclass(frozen=True)
+class SealedManifest:
+    """A manifest as the checkpoint keeps it: written to S3 once `written`."""
+
+    sequence: int
+    day: date
+    supplement: int
+    key: str
+    sha256: str
+    count: int
+    body: bytes | None  # kept only until the write is confirmed, so a kill repeats the same bytes
+
+    @property
+    def written(self) -> bool:
+        return self.body is None
 
 
 @dataclass(frozen=True)

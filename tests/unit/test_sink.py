@@ -21,7 +21,7 @@ from moto import mock_aws
 from moto.core import enable_iam_authentication
 
 from archiver import layout
-from archiver import sink as sink_module
+from archiver.sink import writer as sink_module
 from archiver.config import S3Config
 from archiver.errors import RecordingFailed, SinkUnavailable
 from archiver.sink import PutOutcome, S3Sink, StoredObject, make_client, map_error
