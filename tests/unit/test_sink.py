@@ -21,10 +21,10 @@ from moto import mock_aws
 from moto.core import enable_iam_authentication
 
 from archiver import layout
-from archiver.sink import writer as sink_module
 from archiver.config import S3Config
 from archiver.errors import RecordingFailed, SinkUnavailable
 from archiver.sink import PutOutcome, S3Sink, StoredObject, make_client, map_error
+from archiver.sink import writer as sink_module
 from tests.builders import RECORDING_ID, mp3, recording, stage
 from tests.fakes import ReadRecorder
 
