@@ -27,6 +27,7 @@ from archiver.errors import (
     RecordingFailed,
 )
 from archiver.holds import HoldRule
+from archiver.listing import OVERLAP, Listing, WindowLister
 from archiver.models import (
     PassOutcome,
     PassResult,
@@ -47,29 +48,11 @@ from archiver.spool import Spool
 
 log = structlog.get_logger(__name__)
 
-# Each list call reaches this far past both ends of its window, so a recording exactly on a
-# boundary is listed whatever the API's bound semantics (inclusive, half-open or exclusive).
-OVERLAP = timedelta(seconds=1)
-# Below this width, or this many halvings deep, a window is not split further even if it still
-# looks full: what a window costs in list calls stays bounded whatever the API answers.
-MIN_WINDOW = timedelta(seconds=1)
-MAX_SPLIT_DEPTH = 16
 OPEN_END = datetime(9999, 12, 31, tzinfo=UTC)
 # With no checkpoint and no `archive.start`, the walk starts this far behind the horizon.
 DEFAULT_START_BEHIND = timedelta(days=1)
 LOGGED_ENTRY_CHARS = 300  # of a malformed entry in its log line (the checkpoint keeps more)
 LOGGED_ERROR_CHARS = 500  # of an unexpected error's message in the recording's failure
-
-
-class Listing(Protocol):
-    @property
-    def recordings(self) -> list[Recording]: ...
-    @property
-    def malformed(self) -> list[tuple[str, str]]: ...
-    @property
-    def truncated(self) -> bool: ...
-    @property
-    def size(self) -> int: ...
 
 
 class Source(Protocol):
@@ -170,16 +153,6 @@ class NullEvents:
 
     def progress(self, progress: Progress) -> None:
         pass
-
-
-def _distinct(listings: Iterable[Listing]) -> int:
-    """Entries across listings, each counted once: neighbouring windows overlap by OVERLAP."""
-    ids: set[str] = set()
-    raws: set[str] = set()
-    for listing in listings:
-        ids.update(recording.recording_id for recording in listing.recordings)
-        raws.update(raw for _, raw in listing.malformed)
-    return len(ids) + len(raws)
 
 
 @dataclass
@@ -308,51 +281,12 @@ class ArchivePass:
 
     # -- listing ---------------------------------------------------------------------------
 
-    def _list(
-        self, window: Window, horizon: datetime, depth: int = 0, listing: Listing | None = None
-    ) -> None:
+    def _list(self, window: Window, horizon: datetime) -> None:
         """List a window (split while it looks full) and record every new recording as pending."""
-        if listing is None:
-            listing = self._list_call(window, horizon)
-        full = listing.truncated or listing.size >= self.config.split_threshold
-        if not full:
-            self._record(window, listing)
-            return
-        if window.width / 2 < MIN_WINDOW or depth >= MAX_SPLIT_DEPTH:
-            # Full by count, this may be a cut list nobody can recover: an error. Full only by
-            # its `size` claim, it is the API's word against what it returned: a warning.
-            level = log.error if listing.size >= self.config.split_threshold else log.warning
-            level("window.unsplittable", window=str(window), listed=listing.size, depth=depth)
-            self._record(window, listing)
-            return
-        log.info(
-            "window.split", window=str(window), listed=listing.size, truncated=listing.truncated
-        )
-        halves = [(half, self._list_call(half, horizon)) for half in window.halves()]
-        if _distinct(listing for _, listing in halves) <= _distinct([listing]) and all(
-            half_listing.size < self.config.split_threshold for _, half_listing in halves
+        for leaf, listing in WindowLister(self.source, self.config, self._check_stop).leaves(
+            window, horizon
         ):
-            # The halves hold nothing the parent did not, and neither is full by count: the
-            # parent was complete, whatever its `size` claimed (a lying `size` would otherwise
-            # split down to one-second windows). A half full by count is split on as usual.
-            log.warning(
-                "window.size_mismatch",
-                window=str(window),
-                listed=listing.size,
-                halves=[half_listing.size for _, half_listing in halves],
-            )
-            self._record(window, listing)
-            for half, half_listing in halves:
-                self._record(half, half_listing)
-            return
-        for half, half_listing in halves:
-            self._list(half, horizon, depth + 1, half_listing)
-
-    def _list_call(self, window: Window, horizon: datetime) -> Listing:
-        self._check_stop()
-        return self.source.list_recordings(
-            window, window.start - OVERLAP, min(window.end + OVERLAP, horizon)
-        )
+            self._record(leaf, listing)
 
     def _record(self, window: Window, listing: Listing) -> None:
         for reason, raw in listing.malformed:
