@@ -59,13 +59,15 @@ class ConditionUnsupported(SinkUnavailable):
     """The store answered 501 NotImplemented to `If-None-Match: *`."""
 
 
-def make_client(config: S3Config) -> Any:
-    """One S3 client for the life of the sink (it pools connections and is thread-safe)."""
+def make_client(config: S3Config, *, connections: int = 4) -> Any:
+    """One S3 client for the life of the sink (it pools connections and is thread-safe);
+    `connections` bounds its pool, so callers making requests in parallel threads raise it to
+    their number of threads (urllib3 would otherwise open and drop a connection per extra one)."""
     options: dict[str, Any] = {
         "retries": {"max_attempts": RETRIES, "mode": "standard"},
         "connect_timeout": 10,
         "read_timeout": 120,
-        "max_pool_connections": 4,
+        "max_pool_connections": connections,
     }
     if config.endpoint_url:
         # boto3 1.36+ adds CRC32 checksums (as aws-chunked trailers over TLS) that older MinIO,

@@ -41,9 +41,14 @@ class ListedObject:
 class BucketReader:
     """Reads one bucket; thread-safe (boto3 clients are), so HEADs may run in parallel."""
 
-    def __init__(self, config: S3Config, *, client: Any | None = None) -> None:
+    def __init__(
+        self, config: S3Config, *, client: Any | None = None, connections: int = 4
+    ) -> None:
+        """`connections`: how many requests may be in flight at once (threads of HEADs)."""
         self._config = config
-        self._client = client if client is not None else make_client(config)
+        self._client = (
+            client if client is not None else make_client(config, connections=connections)
+        )
         self._endpoint = str(getattr(self._client.meta, "endpoint_url", config.endpoint_url))
 
     @property
