@@ -633,6 +633,11 @@ class Checkpoint:
         report: dict[str, Any] = json.loads(rows[0]["report"])
         return report
 
+    def reconciled(self, since: datetime, until: datetime) -> bool:
+        """Whether a kept reconciliation covered all of [since, until)."""
+        sql = "SELECT 1 FROM reconciles WHERE range_start <= ? AND range_end >= ? LIMIT 1"
+        return bool(self._query(sql, _micros(since), _micros(until)))
+
     def requeue(self, recording_id: str) -> bool:
         """An archived recording whose object is gone from S3 goes back to pending, to be
         archived again (and listed by a supplement). False when it was not archived."""
@@ -730,6 +735,24 @@ class Checkpoint:
                     raise
             except sqlite3.Error as exc:
                 raise CheckpointError(f"checkpoint {self.path}: {exc}") from exc
+
+
+@contextmanager
+def writer_lock(path: Path) -> Iterator[None]:
+    """The writer's lock on the checkpoint at `path` alone, without opening the database (which
+    may be missing or unreadable): `rebuild-state` holds it while it moves a checkpoint aside and
+    puts a rebuilt one in its place, so no archiver opens the path meanwhile."""
+    path = Path(path)
+    _refuse_links(path)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = _take_lock(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot lock the checkpoint {path}: {exc}") from exc
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def _take_lock(path: Path) -> int:
