@@ -13,23 +13,27 @@ from typing import Protocol
 
 import structlog
 
+from archiver import manifest
 from archiver.archive import ArchivePass, Progress
 from archiver.checkpoint import Checkpoint
 from archiver.config import Config
 from archiver.cradle import CradleClient
 from archiver.daemon import Daemon
-from archiver.errors import Interrupted
+from archiver.errors import ConfigError, Interrupted, Problem
 from archiver.metrics import GaugeState, Metrics
 from archiver.models import (
     PassResult,
     Recording,
     RecordingRow,
     RecordingState,
+    SealedManifest,
     StoredObject,
     utc_now,
 )
 from archiver.notify import Notifier
 from archiver.probe import ProbeServer
+from archiver.seal import Sealer
+from archiver.signing import KeyFileError, Signer
 from archiver.sink import S3Sink
 from archiver.spool import Spool
 
@@ -80,9 +84,30 @@ class Archiver:
                 config.cradle, stop=self.stop, on_response=self.metrics.api_response
             )
             self.sink = S3Sink(config.s3)
+            self.sealer = self._sealer(config)
         except BaseException:
             self.checkpoint.close()
             raise
+
+    def _sealer(self, config: Config) -> Sealer | None:
+        if not config.manifest.enabled:
+            return None
+        signer = None
+        if config.manifest.sign_key_file is not None:
+            try:
+                signer = Signer.from_file(config.manifest.sign_key_file)
+            except KeyFileError as exc:
+                problem = Problem("manifest.sign_key_file", str(exc))
+                raise ConfigError(config.source, [problem]) from None
+        return Sealer(
+            config.s3.prefix,
+            self.checkpoint,
+            self.sink,
+            lookback=config.archive.lookback,
+            retention=config.retention,
+            signer=signer,
+            clock=self.clock,
+        )
 
     def __enter__(self) -> Archiver:
         return self
@@ -111,7 +136,25 @@ class Archiver:
     def run_once(self) -> PassResult:
         result = self.new_pass().run()  # raises unless the pass finished (ok or dead_letters)
         self.metrics.pass_succeeded(result.finished_at)
+        self.seal()
         return result
+
+    def backfill(
+        self,
+        since: datetime,
+        until: datetime | None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> PassResult:
+        result = self.new_pass(on_progress).backfill(since, until)
+        self.seal()
+        return result
+
+    def seal(self) -> list[SealedManifest]:
+        """Seal the days the watermark has left behind (nothing with `manifest.enabled` off).
+        A failure raises like a failed pass: the next pass seals what is still due."""
+        if self.sealer is None:
+            return []
+        return self.sealer.seal()
 
     def serve(self) -> bool:
         """The daemon; returns whether it stopped within shutdown_timeout."""
@@ -156,10 +199,12 @@ class Archiver:
         """What the /metrics gauges show; read on the probe server's thread at scrape time."""
         last = self.checkpoint.last_pass("pass")
         succeeded = last is not None and last.outcome.finished
+        sealed = self.checkpoint.last_sealed_day()
         return GaugeState(
             watermark=self.checkpoint.watermark().position,
             counts=self.checkpoint.counts(),
             last_success=last.finished_at if succeeded and last else None,
+            last_sealed_day=manifest.day_bounds(sealed)[0] if sealed else None,
         )
 
     def _scheduled_pass(self) -> None:

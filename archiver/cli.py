@@ -273,7 +273,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     shutdown = Shutdown(config.schedule.shutdown_timeout.total_seconds())
     with Archiver(config, stop=shutdown.stop) as archiver:
         try:
-            result = archiver.new_pass(on_progress=display).backfill(args.since, args.until)
+            result = archiver.backfill(args.since, args.until, on_progress=display)
         finally:
             display.close()
         print(

@@ -35,6 +35,7 @@ GAUGES = {
     "last_success_timestamp_seconds": "When the last successful archive pass finished.",
     "pending_recordings": "Recordings listed but not yet archived.",
     "failed_recordings": "Recordings dead-lettered (see `status`, `retry`).",
+    "last_sealed_day_timestamp_seconds": "UTC midnight starting the latest day sealed by a manifest.",
 }
 
 # `_created` series would double every counter and histogram in the text format and nothing of
@@ -50,6 +51,7 @@ class GaugeState:
     watermark: datetime | None
     counts: Mapping[RecordingState, int]
     last_success: datetime | None = None  # when the last successful pass finished
+    last_sealed_day: datetime | None = None  # the start of the latest day with its manifest
 
 
 class Metrics:
@@ -149,6 +151,9 @@ class Metrics:
             "last_success_timestamp_seconds": last.timestamp() if last else None,
             "pending_recordings": state.counts.get(RecordingState.PENDING),
             "failed_recordings": state.counts.get(RecordingState.FAILED),
+            "last_sealed_day_timestamp_seconds": (
+                state.last_sealed_day.timestamp() if state.last_sealed_day else None
+            ),
         }
         # A value nobody knows yet (no watermark, unreadable checkpoint) is left out, not 0.
         for name, help_text in GAUGES.items():

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
-from archiver.models import PassResult, RecordingRow, RecordingState, Watermark, format_time
+from archiver.models import (
+    PassResult,
+    RecordingRow,
+    RecordingState,
+    SealedManifest,
+    Watermark,
+    format_time,
+)
 
 
 class StatusSource(Protocol):
@@ -16,6 +23,8 @@ class StatusSource(Protocol):
     def recent_failures(self, limit: int = 10) -> list[RecordingRow]: ...
     def malformed_count(self) -> int: ...
     def audio_mismatch_count(self) -> int: ...
+    def last_sealed_day(self) -> date | None: ...
+    def manifests(self, *, unwritten: bool = False) -> list[SealedManifest]: ...
 
 
 def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) -> dict[str, Any]:
@@ -31,6 +40,8 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
         "expired": counts[RecordingState.EXPIRED],
         "malformed_entries": checkpoint.malformed_count(),
         "audio_mismatches": checkpoint.audio_mismatch_count(),
+        "last_sealed_day": _day(checkpoint.last_sealed_day()),
+        "manifests_unwritten": len(checkpoint.manifests(unwritten=True)),
         "last_pass": _result(checkpoint.last_pass("pass")),
         "last_backfill": _result(checkpoint.last_pass("backfill")),
         "recent_failures": [
@@ -45,6 +56,10 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
             for row in checkpoint.recent_failures(failures)
         ],
     }
+
+
+def _day(day: date | None) -> str | None:
+    return day.isoformat() if day else None
 
 
 def _result(result: PassResult | None) -> dict[str, Any] | None:
@@ -66,6 +81,10 @@ def render_text(report: dict[str, Any]) -> str:
         + ("   (dead-lettered: see below; `retry` puts them back)" if report["failed"] else ""),
         f"malformed   {report['malformed_entries']} list entries skipped",
     ]
+    sealed = report["last_sealed_day"] or "none yet"
+    if report["manifests_unwritten"]:
+        sealed += f" ({report['manifests_unwritten']} manifest(s) kept, not yet written to S3)"
+    lines.append(f"sealed      {sealed}")
     if report["audio_mismatches"]:
         lines.append(
             f"audio       {report['audio_mismatches']} archived with a length far from the list's"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from archiver.errors import RecordingFailed, SinkUnavailable
+from archiver.errors import ObjectConflict, RecordingFailed, SinkUnavailable
 from archiver.layout import object_key
 from archiver.models import PutOutcome, PutResult, Recording, StagedFile, StoredObject
 from archiver.retention import Lock
@@ -90,6 +90,23 @@ class FakeStore:
         return PutResult(
             PutOutcome.CREATED, StoredObject(key, len(data), staged.sha256, recording.recording_id)
         )
+
+    def write_once(
+        self, key: str, body: bytes, content_type: str, lock: Lock | None = None
+    ) -> str | None:
+        """As S3Sink.write_once: the same bytes already there count as written; other bytes
+        are an ObjectConflict. `fail_next` outages first, as `put` has them."""
+        if self.fail_next:
+            self.fail_next -= 1
+            raise SinkUnavailable("S3 unreachable")
+        if key in self.objects:
+            if self.objects[key][0] != body:
+                raise ObjectConflict(f"an object with other content is already at {key}")
+            return None
+        self.objects[key] = (body, hashlib.sha256(body).hexdigest())
+        if lock is not None:
+            self.locks[key] = lock
+        return None
 
 
 class ReadRecorder:
