@@ -16,7 +16,7 @@ import structlog
 from archiver import manifest
 from archiver.archive import ArchivePass, Progress
 from archiver.checkpoint import Checkpoint
-from archiver.config import Config
+from archiver.config import Config, ReconcileSchedule
 from archiver.cradle import CradleClient
 from archiver.daemon import Daemon
 from archiver.errors import ConfigError, Interrupted, Problem
@@ -32,9 +32,10 @@ from archiver.models import (
 )
 from archiver.notify import Notifier
 from archiver.probe import ProbeServer
+from archiver.reconcile import Reconciler, Reconciliation, due_day
 from archiver.seal import Sealer
 from archiver.signing import KeyFileError, Signer
-from archiver.sink import S3Sink
+from archiver.sink import BucketReader, S3Sink
 from archiver.spool import Spool
 
 log = structlog.get_logger(__name__)
@@ -156,6 +157,21 @@ class Archiver:
             return []
         return self.sealer.seal()
 
+    def reconcile(self, since: datetime, until: datetime) -> Reconciliation:
+        """List [since, until) again and compare the API, the checkpoint and the bucket."""
+        reconciler = Reconciler(
+            self.config.archive,
+            self.client,
+            self.checkpoint,
+            BucketReader(self.config.s3),
+            self.sink,
+            prefix=self.config.s3.prefix,
+            retention=self.config.retention,
+            clock=self.clock,
+            stop=self.stop,
+        )
+        return reconciler.run(since, until)
+
     def serve(self) -> bool:
         """The daemon; returns whether it stopped within shutdown_timeout."""
         notifier = self.notifier
@@ -205,15 +221,33 @@ class Archiver:
             counts=self.checkpoint.counts(),
             last_success=last.finished_at if succeeded and last else None,
             last_sealed_day=manifest.day_bounds(sealed)[0] if sealed else None,
+            reconcile=(self.checkpoint.last_reconcile() or {}).get("counts"),
         )
 
     def _scheduled_pass(self) -> None:
         try:
             self.run_once()
+            self._daily_reconcile()
         except Interrupted:
             log.info("pass.interrupted")
         finally:
             self.notifier.status(self._status_line())
+
+    def _daily_reconcile(self) -> None:
+        """With `[reconcile] schedule = "daily"`, reconcile yesterday once it is sealed. On the
+        pass's own thread, so never beside a pass; a failure is logged and tried again after
+        the next pass (nothing is recorded until one finishes), never the daemon's end."""
+        if self.config.reconcile.schedule is not ReconcileSchedule.DAILY:
+            return
+        day = due_day(self.clock(), self.checkpoint.last_sealed_day(), self.checkpoint.reconciled)
+        if day is None:
+            return
+        try:
+            self.reconcile(day.start, day.end)
+        except Interrupted:
+            raise
+        except Exception as exc:
+            log.error("reconcile.failed", day=str(day), error=str(exc), exc_info=exc)
 
     def _status_line(self) -> str:
         """systemd's STATUS=, shown by `systemctl status`."""

@@ -112,6 +112,12 @@ def _retry_arguments(retry: argparse.ArgumentParser) -> None:
     retry.add_argument("ids", nargs="*", metavar="ID")
 
 
+def _reconcile_arguments(reconcile: argparse.ArgumentParser) -> None:
+    reconcile.add_argument("--from", dest="since", type=_time_arg, required=True, metavar="T")
+    reconcile.add_argument("--until", type=_time_arg, required=True, metavar="T")
+    reconcile.add_argument("--json", action="store_true", help="one JSON object")
+
+
 def _retention_arguments(retention: argparse.ArgumentParser) -> None:
     actions = retention.add_subparsers(dest="retention_action", required=True, metavar="ACTION")
     extend = actions.add_parser(
@@ -165,6 +171,10 @@ _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Non
     "status": ("watermark, lag, counts, last pass, failures", _status_arguments),
     "verify": ("check archived recordings exist in S3", _verify_arguments),
     "retry": ("put dead-lettered recordings back to pending", _retry_arguments),
+    "reconcile": (
+        "list a period again; compare the API, the checkpoint and S3",
+        _reconcile_arguments,
+    ),
     "check": ("validate the config, the API credentials and S3 write access", lambda p: None),
     "simulate": ("serve a local Cradle API simulator", _simulate_arguments),
     "hold": ("hold add|remove|list: legal holds on recordings", _hold_arguments),
@@ -316,6 +326,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for key in keys:
             print(f"  {label}: {key}")
     return EXIT_DEAD_LETTERS if report.problems else EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from archiver.app import Archiver
+    from archiver.reconcile import render_text
+
+    if args.until <= args.since:
+        raise UsageError("reconcile: --until must be later than --from")
+    config = _config(args)
+    shutdown = Shutdown(config.schedule.shutdown_timeout.total_seconds())
+    with Archiver(config, stop=shutdown.stop) as archiver:
+        result = archiver.reconcile(args.since, args.until)
+    print(json.dumps(result.to_dict(), sort_keys=True) if args.json else render_text(result))
+    return EXIT_DEAD_LETTERS if result.unexplained else EXIT_OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -538,6 +562,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "verify": cmd_verify,
     "retry": cmd_retry,
+    "reconcile": cmd_reconcile,
     "check": cmd_check,
     "retention": cmd_retention,
     "hold": cmd_hold,

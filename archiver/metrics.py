@@ -52,6 +52,7 @@ class GaugeState:
     counts: Mapping[RecordingState, int]
     last_success: datetime | None = None  # when the last successful pass finished
     last_sealed_day: datetime | None = None  # the start of the latest day with its manifest
+    reconcile: Mapping[str, int] | None = None  # the last reconciliation's differences by kind
 
 
 class Metrics:
@@ -162,3 +163,14 @@ class Metrics:
             if value is not None:
                 family.add_metric([], value)
             yield family
+        yield self._reconcile_differences(state)
+
+    def _reconcile_differences(self, state: GaugeState) -> Family:
+        family = Family(
+            PREFIX + "reconcile_differences",
+            "Differences the last reconciliation found, by kind (see `reconcile`).",
+            labels=["kind"],
+        )
+        for kind, count in sorted((state.reconcile or {}).items()):
+            family.add_metric([kind], count)
+        return family

@@ -25,6 +25,7 @@ class StatusSource(Protocol):
     def audio_mismatch_count(self) -> int: ...
     def last_sealed_day(self) -> date | None: ...
     def manifests(self, *, unwritten: bool = False) -> list[SealedManifest]: ...
+    def last_reconcile(self) -> dict[str, Any] | None: ...
 
 
 def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) -> dict[str, Any]:
@@ -44,6 +45,7 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
         "manifests_unwritten": len(checkpoint.manifests(unwritten=True)),
         "last_pass": _result(checkpoint.last_pass("pass")),
         "last_backfill": _result(checkpoint.last_pass("backfill")),
+        "last_reconcile": _reconcile(checkpoint.last_reconcile()),
         "recent_failures": [
             {
                 "recording_id": row.recording.recording_id,
@@ -60,6 +62,15 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
 
 def _day(day: date | None) -> str | None:
     return day.isoformat() if day else None
+
+
+def _reconcile(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last reconciliation's period, times and counts by kind (its differences are
+    `reconcile`'s own output)."""
+    if report is None:
+        return None
+    kept = ("since", "until", "started_at", "finished_at", "listed", "counts", "unexplained")
+    return {key: report.get(key) for key in kept}
 
 
 def _result(result: PassResult | None) -> dict[str, Any] | None:
@@ -105,6 +116,7 @@ def render_text(report: dict[str, Any]) -> str:
             lines.append(line)
         elif key == "last_pass":
             lines.append(f"{label:<11} none yet")
+    lines += _reconcile_lines(report["last_reconcile"])
     if report["recent_failures"]:
         lines.append("recent failures:")
         for row in report["recent_failures"]:
@@ -113,6 +125,17 @@ def render_text(report: dict[str, Any]) -> str:
                 f"attempts={row['attempts']}  call at {row['started_at']}"
             )
     return "\n".join(lines)
+
+
+def _reconcile_lines(last: dict[str, Any] | None) -> list[str]:
+    if last is None:
+        return []
+    found = ", ".join(f"{n} {kind}" for kind, n in sorted(last["counts"].items()) if n)
+    verdict = f"{last['unexplained']} unexplained" if last["unexplained"] else "all explained"
+    return [
+        f"reconciled  [{last['since']}, {last['until']}) at {last['finished_at']}: "
+        f"{found or 'no differences'}" + (f" ({verdict})" if found else "")
+    ]
 
 
 def _duration(seconds: float | None) -> str:

@@ -1,0 +1,169 @@
+"""`reconcile` end to end: the CLI as a process against the simulator and moto's S3.
+
+One simulator serves both tests: a few hours of calls two days ago, half of them "late" (listed
+only from an hour after the simulator started). Its clock drives only that visibility, so each
+test sets it: at real time the late ones are hidden, two hours on they are listed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archiver.simulator import Simulator
+from tests.e2e.harness import Bucket, cli, events, simulator_options, write_config
+
+pytestmark = pytest.mark.e2e
+
+LATE_DELAY = timedelta(hours=1)
+
+
+@dataclass
+class ShiftedClock:
+    """Real time, `offset` ahead: the simulator's clock."""
+
+    offset: timedelta = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+@dataclass
+class World:
+    """The shared simulator and its clock."""
+
+    sim: Simulator
+    clock: ShiftedClock
+    day: datetime  # the UTC midnight starting the day of the calls
+
+    def hide_late(self) -> None:
+        self.clock.offset = timedelta(0)
+
+    def show_late(self) -> None:
+        self.clock.offset = 2 * LATE_DELAY
+
+    def keys(self, *, late: bool | None = None) -> dict[str, str]:
+        """key -> recording id, of the late ones, the others, or all."""
+        return {
+            f"calls/{r.started_at:%Y/%m/%d}/{r.recording_id}.mp3": r.recording_id
+            for r in self.sim.recordings()
+            if late is None or r.late == late
+        }
+
+    def config(self, tmp_path: Path, bucket: Bucket) -> Path:
+        # Calls two days back, a one-hour lookback: their day is sealed by the first pass and
+        # far outside any rescan, so only a reconciliation can find what the API lists late.
+        return write_config(
+            tmp_path / "config.toml",
+            self.sim,
+            bucket,
+            archive={
+                "start": f"{self.day:%Y-%m-%dT%H:%M:%SZ}",
+                "window": "6h",
+                "lookback": "1h",
+            },
+        )
+
+    def reconcile(self, config: Path) -> tuple[int, dict[str, Any]]:
+        since, until = self.day, self.day + timedelta(days=1)
+        done = cli(
+            "reconcile", "--from", f"{since:%Y-%m-%dT%H:%M:%SZ}", "--until",
+            f"{until:%Y-%m-%dT%H:%M:%SZ}", "--json", config=config,
+        )  # fmt: skip
+        assert done.returncode in (0, 3), done.stderr
+        return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    clock = ShiftedClock()
+    options = simulator_options(
+        start=day + timedelta(hours=6),
+        end=day + timedelta(hours=9),
+        per_hour=4,
+        late_fraction=0.5,
+        late_delay=LATE_DELAY.total_seconds(),
+        clock=clock,
+    )
+    sim = Simulator(options).start()
+    yield World(sim, clock, day)
+    sim.stop()
+
+
+def by_kind(report: dict[str, Any], kind: str) -> dict[str, str | None]:
+    """key -> recording id of the report's differences of one kind."""
+    return {d["key"]: d["recording_id"] for d in report["differences"] if d["kind"] == kind}
+
+
+def run_once(config: Path) -> list[dict[str, Any]]:
+    done = cli("run", "--once", config=config)
+    assert done.returncode == 0, done.stderr
+    return events(done.stderr)
+
+
+def test_a_recording_listed_late_below_the_watermark_is_found_queued_and_archived(
+    tmp_path: Path, bucket: Bucket, world: World
+) -> None:
+    late, on_time = world.keys(late=True), world.keys(late=False)
+    assert late and on_time, "the seeded data should hold both late and on-time recordings"
+    world.hide_late()
+    config = world.config(tmp_path, bucket)
+    run_once(config)
+    assert set(bucket.object_keys()) & set(world.keys()) == set(on_time)
+
+    world.show_late()  # listed now, but below the watermark and an hour beyond the lookback
+    code, report = world.reconcile(config)
+    assert code == 3
+    assert by_kind(report, "missing_in_checkpoint") == late
+    assert report["unexplained"] == len(late)
+    assert report["listed"] == len(late) + len(on_time)
+    status = json.loads(cli("status", "--json", config=config).stdout)
+    assert status["last_reconcile"]["counts"] == report["counts"]
+
+    archived = {e["recording_id"] for e in run_once(config) if e["event"] == "recording.archived"}
+    assert archived == set(late.values())
+    assert set(world.keys()) <= set(bucket.object_keys())
+
+    code, report = world.reconcile(config)
+    assert (code, report["unexplained"], report["differences"]) == (0, 0, [])
+    trail = [k for k in bucket.object_keys() if k.startswith("calls/audit/")]
+    assert len([k for k in trail if k.endswith("-reconcile.json")]) == 2
+
+
+def test_an_object_gone_from_the_bucket_is_requeued_and_a_stray_one_reported(
+    tmp_path: Path, bucket: Bucket, world: World
+) -> None:
+    world.show_late()
+    config = world.config(tmp_path, bucket)
+    run_once(config)
+    keys = world.keys()
+    assert set(keys) <= set(bucket.object_keys())
+    deleted = sorted(keys)[0]
+    bucket.client.delete_object(Bucket=bucket.name, Key=deleted)
+    stray = f"calls/{world.day:%Y/%m/%d}/{uuid.uuid4()}.mp3"
+    bucket.client.put_object(Bucket=bucket.name, Key=stray, Body=b"not ours")
+
+    started = time.monotonic()
+    code, report = world.reconcile(config)
+    print(f"reconcile of one day: {time.monotonic() - started:.1f}s, {report['counts']}")
+    assert code == 3
+    assert by_kind(report, "missing_in_bucket") == {deleted: keys[deleted]}
+    assert by_kind(report, "unknown_in_bucket") == {stray: stray.rsplit("/", 1)[1][:-4]}
+    assert report["unexplained"] == 2
+
+    archived = {e["recording_id"] for e in run_once(config) if e["event"] == "recording.archived"}
+    assert archived == {keys[deleted]}
+    assert deleted in bucket.object_keys()
+
+    bucket.client.delete_object(Bucket=bucket.name, Key=stray)
+    code, report = world.reconcile(config)
+    assert (code, report["differences"]) == (0, [])
