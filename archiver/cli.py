@@ -4,6 +4,7 @@ prints to the user or exits; everything it calls returns values or raises groupe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -11,13 +12,21 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
 from archiver import logs
-from archiver.config import DEFAULT_PATH, Config, load_config, readable_secret
+from archiver.config import (
+    DEFAULT_PATH,
+    Config,
+    S3Config,
+    load_config,
+    parse_config,
+    readable_secret,
+)
 from archiver.errors import (
     EXIT_CONFIG,
     EXIT_DEAD_LETTERS,
@@ -107,6 +116,46 @@ def _verify_arguments(verify: argparse.ArgumentParser) -> None:
     verify.add_argument("--until", type=_time_arg, default=None, metavar="T")
 
 
+def _day_arg(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from exc
+
+
+def _percent_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage in (0, 100]")
+    return value
+
+
+def _audit_arguments(audit: argparse.ArgumentParser) -> None:
+    audit.add_argument("--from", dest="since", type=_day_arg, default=None, metavar="DAY")
+    audit.add_argument("--until", type=_day_arg, default=None, metavar="DAY")
+    audit.add_argument(
+        "--read-data",
+        nargs="?",
+        const=100.0,
+        default=0.0,
+        type=_percent_arg,
+        metavar="PERCENT",
+        help="download and hash every body, or a seeded random PERCENT of them",
+    )
+    audit.add_argument(
+        "--seed", type=int, default=None, help="the --read-data draw (reproduce one)"
+    )
+    audit.add_argument("--public-key", default=None, metavar="F", help="Ed25519 key (PEM)")
+    audit.add_argument("--report", default=None, metavar="F.html|F.json")
+    audit.add_argument("--bucket", default=None, help="audit this bucket; no config is read")
+    audit.add_argument("--prefix", default=None)
+    audit.add_argument("--endpoint-url", default=None, metavar="URL")
+    audit.add_argument("--region", default=None)
+
+
 def _retry_arguments(retry: argparse.ArgumentParser) -> None:
     retry.add_argument("--all", action="store_true", help="every dead-lettered recording")
     retry.add_argument("ids", nargs="*", metavar="ID")
@@ -176,6 +225,7 @@ _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Non
         _reconcile_arguments,
     ),
     "check": ("validate the config, the API credentials and S3 write access", lambda p: None),
+    "audit": ("verify the manifest chain and every sealed recording (read-only)", _audit_arguments),
     "simulate": ("serve a local Cradle API simulator", _simulate_arguments),
     "hold": ("hold add|remove|list: legal holds on recordings", _hold_arguments),
     "retention": (
@@ -540,6 +590,51 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit_s3(args: argparse.Namespace) -> S3Config:
+    """`--bucket` and friends alone (no config read), else the config's [s3] with any of them
+    overriding; only [s3] is needed: an auditor has no Cradle credentials or checkpoint."""
+    flags = {
+        "bucket": args.bucket,
+        "prefix": args.prefix,
+        "endpoint_url": args.endpoint_url,
+        "region": args.region,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    if args.bucket is not None and getattr(args, "config", None) is None:
+        return parse_config({"s3": given}, "command line", {}, require_credentials=False).s3
+    return dataclasses.replace(_config(args, require_credentials=False).s3, **given)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import random
+
+    from archiver import audit_report
+    from archiver.audit import WORKERS, Options, audit
+    from archiver.signing import KeyFileError, Verifier
+    from archiver.sink import BucketReader
+
+    report = Path(args.report) if args.report else None
+    if report is not None and audit_report.report_kind(report) is None:
+        raise UsageError(f"audit: --report {report}: name a .html or a .json file")
+    try:
+        verifier = Verifier.from_file(Path(args.public_key)) if args.public_key else None
+    except KeyFileError as exc:
+        raise UsageError(f"audit: --public-key: {exc}") from exc
+    s3 = _audit_s3(args)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    options = Options(args.since, args.until, args.read_data, seed, verifier)
+    reader = BucketReader(s3, connections=WORKERS)
+    result = audit(reader, options, utc_now, endpoint=s3.endpoint_url)
+    for line in audit_report.text_lines(result):
+        print(line)
+    if options.read_percent:
+        print(f"--read-data {options.read_percent:g}: seed {seed} (--seed {seed} draws the same)")
+    if report is not None:
+        audit_report.write(result, report)
+        print(f"report written to {report}")
+    return EXIT_DEAD_LETTERS if result.problems else EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from archiver.simulator import OptionError, Simulator, options_from_args
 
@@ -567,4 +662,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retention": cmd_retention,
     "hold": cmd_hold,
     "simulate": cmd_simulate,
+    "audit": cmd_audit,
 }
