@@ -455,3 +455,34 @@ def test_a_key_not_in_a_file_we_judge_is_not_flagged(tmp_path: Path, source: str
         else {"CREDENTIALS_DIRECTORY": str(tmp_path)}
     )
     assert readable_secret(load_config(path, env=env)) is None
+
+
+def test_the_proof_sections_default_to_sealing_daily_reconciling_and_refusing_a_lost_state(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    assert config.manifest.enabled is True and config.manifest.sign_key_file is None
+    assert config.reconcile.schedule == "daily"
+    assert config.state.rebuild == "refuse"
+    key = tmp_path / "sign.pem"
+    key.write_text("a key\n")
+    text = MINIMAL + (
+        f'[manifest]\nenabled = false\nsign_key_file = "{key}"\n'
+        '[reconcile]\nschedule = "off"\n[state]\nrebuild = "auto"\n'
+    )
+    config = load_config(write(tmp_path, text), env={})
+    assert config.manifest == type(config.manifest)(enabled=False, sign_key_file=key)
+    assert (config.reconcile.schedule, config.state.rebuild) == ("off", "auto")
+
+
+def test_bad_proof_settings_are_each_named(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        '[manifest]\nenabled = "yes"\nsign_key_file = "/nonexistent/sign.pem"\nsigned = true\n'
+        '[reconcile]\nschedule = "hourly"\n[state]\nrebuild = "maybe"\n'
+    )
+    found = problems(tmp_path, text)
+    assert any(p.startswith("manifest.enabled:") for p in found)
+    assert any(p.startswith("manifest.sign_key_file: /nonexistent/sign.pem") for p in found)
+    assert any(p.startswith("manifest.signed:") for p in found)
+    assert any(p.startswith("reconcile.schedule:") and "daily" in p for p in found)
+    assert any(p.startswith("state.rebuild:") and "refuse" in p for p in found)
