@@ -169,10 +169,15 @@ def test_api_requests_are_labelled_by_endpoint_and_code(
 
 
 def test_gauges_read_the_checkpoint_at_scrape_time(world: World, probe: ProbeServer) -> None:
+    sealed = datetime(2026, 3, 1, tzinfo=UTC)
     world.state = GaugeState(
-        T0 - timedelta(minutes=20), counts(pending=4, archived=9, failed=1), T0 - timedelta(1)
+        T0 - timedelta(minutes=20),
+        counts(pending=4, archived=9, failed=1),
+        T0 - timedelta(1),
+        last_sealed_day=sealed,
     )
     found = samples(get(probe, "/metrics").body)
+    assert found["cradle_archiver_last_sealed_day_timestamp_seconds"] == sealed.timestamp()
     assert (
         found["cradle_archiver_watermark_timestamp_seconds"]
         == (T0 - timedelta(minutes=20)).timestamp()
@@ -216,6 +221,7 @@ def test_values_not_known_yet_are_left_out_not_zero(world: World, probe: ProbeSe
         "watermark_timestamp_seconds",
         "watermark_lag_seconds",
         "last_success_timestamp_seconds",
+        "last_sealed_day_timestamp_seconds",
     ):
         assert f"# TYPE cradle_archiver_{name} gauge" in reply.body
         assert f"cradle_archiver_{name}" not in found
