@@ -8,6 +8,8 @@ test sets it: at real time the late ones are hidden, two hours on they are liste
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from archiver.simulator import Simulator
-from tests.e2e.harness import Bucket, cli, events, simulator_options, write_config
+from tests.e2e.harness import Bucket, cli, events, simulator_options, spawn, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +60,7 @@ class World:
             if late is None or r.late == late
         }
 
-    def config(self, tmp_path: Path, bucket: Bucket) -> Path:
+    def config(self, tmp_path: Path, bucket: Bucket, **archive: str) -> Path:
         # Calls two days back, a one-hour lookback: their day is sealed by the first pass and
         # far outside any rescan, so only a reconciliation can find what the API lists late.
         return write_config(
@@ -69,6 +71,7 @@ class World:
                 "start": f"{self.day:%Y-%m-%dT%H:%M:%SZ}",
                 "window": "6h",
                 "lookback": "1h",
+                **archive,
             },
         )
 
@@ -167,3 +170,36 @@ def test_an_object_gone_from_the_bucket_is_requeued_and_a_stray_one_reported(
     bucket.client.delete_object(Bucket=bucket.name, Key=stray)
     code, report = world.reconcile(config)
     assert (code, report["differences"]) == (0, [])
+
+
+def test_the_daemon_reconciles_yesterday_once_it_is_sealed(
+    tmp_path: Path, bucket: Bucket, world: World
+) -> None:
+    world.show_late()
+    # No lookback: yesterday is sealed by the first pass whatever the hour (schedule "daily" is
+    # the default).
+    config = world.config(tmp_path, bucket, lookback="0s")
+    daemon = spawn("run", config=config)
+    watchdog = threading.Timer(60, daemon.kill)  # a daemon that never reconciles fails, not hangs
+    watchdog.start()
+    assert daemon.stderr is not None
+    seen = []
+    for line in daemon.stderr:
+        seen.append(line)
+        if '"reconcile.finished"' in line:
+            break
+    daemon.send_signal(signal.SIGTERM)
+    _, rest = daemon.communicate(timeout=15)
+    watchdog.cancel()
+    assert daemon.returncode == 0, "".join(seen)[-3000:] + rest[-2000:]
+    names = [e["event"] for e in events("".join(seen))]
+    assert names.index("pass.finished") < names.index("reconcile.started")
+    yesterday = world.day + timedelta(days=1)
+    sealed = [e["day"] for e in events("".join(seen)) if e["event"] == "manifest.sealed"]
+    assert f"{yesterday:%Y-%m-%d}" in sealed
+    last = json.loads(cli("status", "--json", config=config).stdout)["last_reconcile"]
+    assert (last["since"], last["until"]) == (
+        f"{yesterday:%Y-%m-%dT%H:%M:%S.000Z}",
+        f"{yesterday + timedelta(days=1):%Y-%m-%dT%H:%M:%S.000Z}",
+    )
+    assert last["unexplained"] == 0
