@@ -403,12 +403,10 @@ def render_text(result: Reconciliation) -> str:
     """One line per difference, then a summary line."""
     lines = [f"{d.kind.value:<22} {d.key}  {d.explanation}" for d in result.differences]
     counts = ", ".join(f"{n} {kind}" for kind, n in result.counts().items() if n)
-    verdict = (
-        f"{result.unexplained} unexplained" if result.unexplained else "every difference explained"
-    )
+    verdict = f"{result.unexplained} unexplained" if result.unexplained else "all explained"
     lines.append(
-        f"reconciled {Window(result.since, result.until)}: {result.listed} listed by the API;"
-        f" {counts or 'no differences'}; {verdict}"
+        f"reconciled {Window(result.since, result.until)}: {result.listed} listed by the API; "
+        + (f"{counts}; {verdict}" if counts else "no differences")
     )
     return "\n".join(lines)
 
