@@ -16,7 +16,8 @@ Its data lives in a directory of the caller's, so `stop` (the process ends; clie
 connections refused) and `start` (the same ports, the same data) make a real outage.
 
 S3 auth: one identity, access key and secret `testing` (as the tests' environment), with every
-action; anonymous requests are refused. SeaweedFS reads a session token as an STS credential
+action, and a read-only one (`auditor`: Read and List) for `audit`; anonymous requests are
+refused. SeaweedFS reads a session token as an STS credential
 and refuses the request, so clients of it must not send one (tests/conftest.py sets one).
 """
 
@@ -43,6 +44,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
+AUDITOR_KEY = "auditor"  # a second identity, read-only
+AUDITOR_SECRET = "auditor-secret"
 GRPC_OFFSET = 10_000  # weed's gRPC port for each component: its HTTP port + this
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 # Below the ephemeral range (32768-60999), with the gRPC partner below it too.
@@ -235,7 +238,12 @@ def _identities() -> dict[str, Any]:
                 "name": "tests",
                 "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+            },
+            {  # an auditor's: reads and lists, nothing else (`audit` needs no more)
+                "name": "auditor",
+                "credentials": [{"accessKey": AUDITOR_KEY, "secretKey": AUDITOR_SECRET}],
+                "actions": ["Read", "List"],
+            },
         ]
     }
 

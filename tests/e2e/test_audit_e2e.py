@@ -19,9 +19,12 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from archiver import manifest
+from archiver.signing import generate
 from archiver.simulator import Simulator
+from tests import seaweed
 from tests.e2e.harness import Bucket, cli, simulator_options, write_config
 
 pytestmark = pytest.mark.e2e
@@ -269,3 +272,78 @@ def _check_in_browser(page: Path, tmp_path: Path, keys: list[str]) -> None:
     )
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def archive_locked_and_signed(endpoint: str, folder: Path) -> tuple[Bucket, int]:
+    """`run --once` as the admin identity: two days of calls five days ago, each recording
+    locked for 30 days in governance mode, each manifest signed with `folder/sign.pem`; the
+    bucket and the number of recordings."""
+    admin = seaweed.client(endpoint)
+    admin.create_bucket(Bucket="audit-locked", ObjectLockEnabledForBucket=True)
+    bucket = Bucket("audit-locked", endpoint, admin)
+    first = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first -= timedelta(days=5)
+    sim = Simulator(
+        simulator_options(
+            start=first + timedelta(hours=1), end=first + timedelta(days=2), per_hour=0.25
+        )
+    ).start()
+    try:
+        config = write_config(
+            folder / "config.toml",
+            sim,
+            bucket,
+            archive={
+                "start": first.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "window": "1d",
+                "lookback": "1h",
+            },
+            retention={"mode": "governance", "period": "30d"},
+            manifest={"sign_key_file": str(folder / "sign.pem")},
+        )
+        ran = cli("run", "--once", config=config)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        return bucket, len(sim.recordings())
+    finally:
+        sim.stop()
+
+
+def test_a_read_only_identity_audits_a_locked_archive_on_seaweedfs(
+    seaweed_server: str, tmp_path: Path
+) -> None:
+    """The admin identity archives under Object Lock (governance), signing the manifests; the
+    auditor's identity, which may only read and list, audits it clean, signatures included,
+    and sees every recording locked."""
+    private, public = generate()
+    (tmp_path / "sign.pem").write_bytes(private)
+    (tmp_path / "public.pem").write_bytes(public)
+    bucket, recordings = archive_locked_and_signed(seaweed_server, tmp_path)
+    report = tmp_path / "audit.json"
+    audited = cli(
+        "audit",
+        "--bucket",
+        bucket.name,
+        "--endpoint-url",
+        seaweed_server,
+        "--prefix",
+        PREFIX,
+        "--report",
+        str(report),
+        "--public-key",
+        str(tmp_path / "public.pem"),
+        AWS_ACCESS_KEY_ID=seaweed.AUDITOR_KEY,
+        AWS_SECRET_ACCESS_KEY=seaweed.AUDITOR_SECRET,
+    )
+    print(audited.stdout)
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    found = json.loads(report.read_text())
+    assert found["retention"]["modes"] == {"GOVERNANCE": recordings}
+    assert found["retention"]["locked_short"] == 0
+    assert found["chain"]["signatures"] == "every manifest signed and valid"
+    assert any(line.endswith(".jsonl.sig") for line in audited.stdout.splitlines())
+    assert sum(day["verified"] for day in found["days"]) == recordings
+    # The auditor's identity is read-only indeed: SeaweedFS refuses it a write.
+    reader = seaweed.client(seaweed_server, seaweed.AUDITOR_KEY, seaweed.AUDITOR_SECRET)
+    with pytest.raises(ClientError) as refused:
+        reader.put_object(Bucket=bucket.name, Key=f"{PREFIX}probe", Body=b"x")
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
