@@ -172,6 +172,22 @@ def test_an_object_gone_from_the_bucket_is_requeued_and_a_stray_one_reported(
     assert (code, report["differences"]) == (0, [])
 
 
+def test_an_api_refusing_the_key_is_exit_1_and_nothing_is_recorded(
+    tmp_path: Path, bucket: Bucket, world: World
+) -> None:
+    config = world.config(tmp_path, bucket)
+    world.sim.set_faults(forbid=True)
+    try:
+        refused = cli("reconcile", "--from", f"{world.day:%Y-%m-%dT%H:%M:%SZ}", "--until",
+                      f"{world.day + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}", config=config)  # fmt: skip
+    finally:
+        world.sim.set_faults(forbid=False)
+    assert refused.returncode == 1, refused.stderr
+    assert "credentials" in refused.stderr
+    assert json.loads(cli("status", "--json", config=config).stdout)["last_reconcile"] is None
+    assert bucket.object_keys() == []  # no audit record either
+
+
 def test_the_daemon_reconciles_yesterday_once_it_is_sealed(
     tmp_path: Path, bucket: Bucket, world: World
 ) -> None:
@@ -188,10 +204,14 @@ def test_the_daemon_reconciles_yesterday_once_it_is_sealed(
         seen.append(line)
         if '"reconcile.finished"' in line:
             break
+    beside = cli("reconcile", "--from", f"{world.day:%Y-%m-%dT%H:%M:%SZ}", "--until",
+                 f"{world.day + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}", config=config)  # fmt: skip
     daemon.send_signal(signal.SIGTERM)
     _, rest = daemon.communicate(timeout=15)
     watchdog.cancel()
     assert daemon.returncode == 0, "".join(seen)[-3000:] + rest[-2000:]
+    # It spends the API's rate budget: one at a time per checkpoint, as `run` is.
+    assert beside.returncode == 1 and f"(pid {daemon.pid}) holds the checkpoint" in beside.stderr
     names = [e["event"] for e in events("".join(seen))]
     assert names.index("pass.finished") < names.index("reconcile.started")
     yesterday = world.day + timedelta(days=1)
