@@ -192,6 +192,8 @@ class Reconciler:
             day_listed, day_differences = self._reconcile_day(day, horizon)
             listed += day_listed
             differences += day_differences
+        # Once for the period: the checkpoint's dead letters are few, the days may be many.
+        differences += self._dead_lettered(Window(since, until))
         result = Reconciliation(since, until, started, self.clock(), listed, tuple(differences))
         self.ledger.record_reconcile(
             started, result.finished_at, since, until, result.to_dict(KEPT_DIFFERENCES)
@@ -212,7 +214,6 @@ class Reconciler:
         differences += self._missing_in_bucket(archived, keys)
         differences += self._unknown_in_bucket(day, keys)
         differences += self._gone_from_api(archived, listed)
-        differences += self._dead_lettered(day)
         # Conversations ⇄ recordings (issue 12) join here, as one more comparison of the same
         # day: the conversations listed for `day` against the recordings listed above.
         return len(listed), differences
@@ -346,14 +347,14 @@ class Reconciler:
             )
         return differences
 
-    def _dead_lettered(self, day: Window) -> list[Difference]:
+    def _dead_lettered(self, period: Window) -> list[Difference]:
         differences = []
         for recording_id in self.ledger.failed_ids():
             row = self.ledger.get(recording_id)
             if row is None or row.state is not RecordingState.FAILED:
                 continue
             recording = row.recording
-            if not day.start <= recording.started_at < day.end:
+            if not period.start <= recording.started_at < period.end:
                 continue
             differences.append(
                 Difference(

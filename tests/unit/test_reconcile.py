@@ -223,6 +223,9 @@ def test_the_result_is_kept_and_written_to_the_audit_trail(world: World) -> None
 def test_a_clean_period_has_no_differences(world: World) -> None:
     for hours in (0, 6, 23.9):
         world.archive(make_recording(at(hours)))
+    tomorrow = make_recording(at(24))  # dead-lettered, but on another day
+    world.checkpoint.add_listed([tomorrow])
+    world.checkpoint.record_failure(tomorrow.recording_id, "x", dead_letter=True, max_attempts=5)
     result = world.reconcile()
     assert (result.differences, result.unexplained, result.listed) == ((), 0, 3)
     assert render_text(result).splitlines() == [
