@@ -33,10 +33,12 @@ e2e: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos
 
-# Throughput, overlap, memory and checkpoint-scale benchmarks; prints a table.
+# Throughput, overlap, memory and checkpoint-scale benchmarks; prints a table. Then the frame
+# walker's cost and `audit` over 10,000 objects on SeaweedFS.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.audio_walk
+	$(BIN)/python -m benchmarks.audit_scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .demo build *.egg-info

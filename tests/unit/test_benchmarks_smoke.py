@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 
 import benchmarks.__main__ as bench_main
-from benchmarks import checkpoint_scale, download_only, naive, rss, scenarios
+from benchmarks import audit_scale, checkpoint_scale, download_only, naive, rss, scenarios
 from benchmarks.harness import API_KEY, CRADLE_ID, PREFIX, Period, RequestWatch, start_simulator
 from benchmarks.report import Row, Section, render
 
@@ -19,6 +19,7 @@ def test_every_benchmark_module_imports() -> None:
     assert callable(checkpoint_scale.measure)
     assert callable(download_only.main)
     assert callable(rss.run_child)
+    assert callable(audit_scale.main)
 
 
 def test_naive_peer_archives_three_tiny_recordings(moto_server: str) -> None:
