@@ -32,6 +32,7 @@ from archiver.models import (
 )
 from archiver.notify import Notifier
 from archiver.probe import ProbeServer
+from archiver.rebuild import ensure_checkpoint
 from archiver.reconcile import Reconciler, Reconciliation, due_day
 from archiver.seal import Sealer
 from archiver.signing import KeyFileError, Signer
@@ -77,6 +78,8 @@ class Archiver:
         self.config = config
         self.stop = stop or threading.Event()
         self.clock = clock
+        # A missing checkpoint while the bucket holds this archive: refused, or rebuilt first.
+        ensure_checkpoint(config, clock=clock)
         self.checkpoint = Checkpoint.open(config.state.path, writer=True)
         self.metrics = Metrics(self._gauge_state, clock=clock)
         self.notifier = Notifier()

@@ -207,6 +207,12 @@ def _period_arg(text: str) -> Period:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _rebuild_arguments(rebuild: argparse.ArgumentParser) -> None:
+    rebuild.add_argument(
+        "--force", action="store_true", help="move an existing checkpoint aside first"
+    )
+
+
 def _simulate_arguments(simulate: argparse.ArgumentParser) -> None:
     from archiver.simulator import add_arguments  # only `simulate` pays for the import
 
@@ -227,6 +233,7 @@ _COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Non
     "check": ("validate the config, the API credentials and S3 write access", lambda p: None),
     "audit": ("verify the manifest chain and every sealed recording (read-only)", _audit_arguments),
     "simulate": ("serve a local Cradle API simulator", _simulate_arguments),
+    "rebuild-state": ("rebuild a lost checkpoint from the bucket", _rebuild_arguments),
     "hold": ("hold add|remove|list: legal holds on recordings", _hold_arguments),
     "retention": (
         "retention extend: lengthen the Object Lock of archived recordings",
@@ -537,7 +544,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
             finished_at=utc_now(),
             counts={"recordings": len(touched)},
             recordings=touched,
-            rule={"selects": rule.describe(), "reason": rule.reason},
+            rule=rule.to_record(),
         )
         key = record(sink, config.s3.prefix, action, config.retention, utc_now())
     state = "on" if adding else "off"
@@ -635,6 +642,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_DEAD_LETTERS if result.problems else EXIT_OK
 
 
+def cmd_rebuild_state(args: argparse.Namespace) -> int:
+    from archiver.rebuild import rebuild
+
+    config = _config(args, require_credentials=False)
+    report = rebuild(config, force=args.force, arguments=sys.argv[1:])
+    if report.moved_aside is not None:
+        print(f"moved the old checkpoint aside to {report.moved_aside}")
+    print(
+        f"restored {report.recordings} archived recordings ({report.from_manifests} from"
+        f" manifests, {report.from_objects} from their objects), {report.manifests} manifests"
+        f" (last sealed day {report.last_sealed_day or 'none'}), {len(report.holds)} holds"
+    )
+    print(f"watermark {report.watermark}; audit record {report.audit_key}")
+    for label, keys in (
+        ("skipped, not a recording of ours", report.skipped),
+        ("listed by a manifest, missing from the bucket", report.missing),
+        ("unreadable", report.unreadable),
+    ):
+        for key in keys:
+            print(f"  {label}: {key}")
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from archiver.simulator import OptionError, Simulator, options_from_args
 
@@ -662,5 +692,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "retention": cmd_retention,
     "hold": cmd_hold,
     "simulate": cmd_simulate,
+    "rebuild-state": cmd_rebuild_state,
     "audit": cmd_audit,
 }

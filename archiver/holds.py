@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
+from typing import Any
 
 from archiver.models import Recording, RecordingRow, format_time
 
@@ -23,6 +24,10 @@ class Selector(StrEnum):
     NUMBER = "number"
     AGENT = "agent"
     PERIOD = "period"
+
+
+# How many values each kind of rule holds (ids: any number, at least one).
+_VALUES = {Selector.NUMBER: 1, Selector.AGENT: 1, Selector.PERIOD: 2}
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,35 @@ class HoldRule:
         # Parsed once per rule, not once per recording matched against it.
         start, end = (datetime.fromisoformat(v) for v in self.values)
         return start, end
+
+    def to_record(self) -> dict[str, Any]:
+        """The rule as the audit trail keeps it: readable (`selects`) and exact (`selector`,
+        `values`), so `rebuild-state` can restore it from the trail without parsing prose."""
+        return {
+            "selects": self.describe(),
+            "reason": self.reason,
+            "selector": self.selector.value,
+            "values": list(self.values),
+        }
+
+    @classmethod
+    def from_record(cls, record: Any) -> HoldRule:
+        """A rule read back from an audit record; ValueError when it does not hold one."""
+        if not isinstance(record, dict):
+            raise ValueError("no rule in the record")
+        values, reason = record.get("values"), record.get("reason")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError("the rule has no `values` list (written before rules were kept)")
+        if not isinstance(reason, str):
+            raise ValueError("the rule has no reason")
+        rule = cls(Selector(str(record.get("selector"))), tuple(values), reason)
+        if len(values) != _VALUES.get(rule.selector, len(values)) or not values:
+            raise ValueError(f"a {rule.selector.value} rule with {len(values)} values")
+        if rule.selector is Selector.PERIOD:
+            start, end = (datetime.fromisoformat(v) for v in values)  # ValueError if not times
+            if start.tzinfo is None or end.tzinfo is None or not start < end:
+                raise ValueError("the period is not two zoned times, the earlier first")
+        return rule
 
     def describe(self) -> str:
         if self.selector is Selector.PERIOD:
