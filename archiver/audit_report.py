@@ -65,7 +65,7 @@ def summary(result: Result) -> str:
         f"audit {'clean' if result.problems == 0 else 'FAILED'}: {sum(counts.values())} objects:"
         f" {marks} ({link}; {len(result.recordings)} recordings in {len(result.days)} sealed days,"
         f" {methods[Method.CHECKSUM]} proven by S3's checksum, {methods[Method.READ]} read;"
-        f" signatures {chain.signatures.value})"
+        f" signatures: {chain.signatures.value})"
     )
 
 
@@ -193,7 +193,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border
 .clean{background:#1f7a3d}.failed{background:#b42318}
 table{border-collapse:collapse;width:100%;margin:.5em 0}
 th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #e4e7ec;vertical-align:top}
-th{background:#f2f4f7;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f2f4f7;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1.2em}dt{color:#555}dd{margin:0}
 code{font:12.5px ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
 .mark{font:600 14px ui-monospace,monospace;text-align:center;width:1.5em}
@@ -215,6 +215,8 @@ def render_html(found: dict[str, Any]) -> str:
         f"{_summary_text(found['summary'])}</p>",
         "<h2>Scope</h2>",
         _pairs(_scope_pairs(scope)),
+        "<h2>How the recordings' bytes were proven</h2>",
+        _pairs(_verification_pairs(found)),
         "<h2>Manifest chain</h2>",
         _pairs(_chain_pairs(chain)),
         "<h2>Days</h2>",
@@ -263,6 +265,15 @@ def _scope_pairs(scope: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
+def _verification_pairs(found: dict[str, Any]) -> list[tuple[str, Any]]:
+    methods = found["verification"]
+    return [
+        ("by S3's ChecksumSHA256", methods.get(Method.CHECKSUM, 0)),
+        ("body read and hashed", methods.get(Method.READ, 0)),
+        ("not proven (missing or differing)", methods.get(Method.NONE, 0)),
+    ]
+
+
 def _chain_pairs(chain: dict[str, Any]) -> list[tuple[str, Any]]:
     return [
         ("status", "intact" if chain["intact"] else "BROKEN (see the problems)"),
@@ -299,7 +310,11 @@ def _pairs(pairs: list[tuple[str, Any]]) -> str:
 def _table(
     name: str, header: list[str], rows: list[list[Any]], bad: Callable[[list[Any]], bool]
 ) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    numeric = [bool(rows) and isinstance(value, int) for value in (rows[0] if rows else header)]
+    head = "".join(
+        f'<th class="n">{_e(h)}</th>' if n else f"<th>{_e(h)}</th>"
+        for h, n in zip(header, numeric, strict=True)
+    )
     body = []
     for row in rows:
         cells = "".join(_cell(value) for value in row)
