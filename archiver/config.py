@@ -147,6 +147,23 @@ class ServerConfig:
         return host.strip("[]"), int(port)
 
 
+MIN_WEBHOOK_TOKEN_CHARS = 16
+_URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]*$")  # RFC 3986 unreserved: the same in any URL
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """`[webhook]`: the listener for Cradle's end-of-call webhooks (hints, see hints.py)."""
+
+    listen: str = ""  # "" turns it off
+    token_file: str = ""
+    token: str = field(default="", repr=False)  # the secret in the path: POST /webhook/<token>
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return ServerConfig(self.listen).address
+
+
 class AudioCheck(StrEnum):
     """`audio.check`: what a walked length far from `durationSeconds` does."""
 
@@ -173,11 +190,12 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never be logged or printed."""
-        return tuple(s for s in (self.cradle.api_key,) if s)
+        return tuple(s for s in (self.cradle.api_key, self.webhook.token) if s)
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -377,6 +395,7 @@ def parse_config(
         "audio",
         "manifest",
         "reconcile",
+        "webhook",
     }
     for name in sorted(set(data) - sections):
         problems.append(Problem(name, "unknown section"))
@@ -406,10 +425,22 @@ def parse_config(
         schedule=read.get("schedule", ReconcileConfig.schedule, _choice(ReconcileSchedule))
     )
     read.unknown()
+    webhook = _read_webhook(_Reader(tables["webhook"], "webhook", problems), env)
     if problems:
         raise ConfigError(source, problems)
     return Config(
-        source, cradle, s3, archive, schedule, state, server, retention, audio, manifest, reconcile
+        source,
+        cradle,
+        s3,
+        archive,
+        schedule,
+        state,
+        server,
+        retention,
+        audio,
+        manifest,
+        reconcile,
+        webhook,
     )
 
 
@@ -612,6 +643,49 @@ def _read_manifest(read: _Reader) -> ManifestConfig:
         read.problem("sign_key_file", f"{key_file} cannot be read")
     read.unknown()
     return ManifestConfig(enabled=enabled, sign_key_file=Path(key_file) if key_file else None)
+
+
+def _read_webhook(read: _Reader, env: Mapping[str, str]) -> WebhookConfig:
+    """The listener and its token, from `token_file` or else systemd's credential
+    `$CREDENTIALS_DIRECTORY/cradle-webhook-token`; a listener needs a token."""
+    listen = read.get("listen", "", _listen)
+    token_file = read.get("token_file", "", _string)
+    read.unknown()
+    token, label = "", "webhook.token_file"
+    if token_file:
+        token = _read_key_file(read, label, token_file)
+    elif listen and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / "cradle-webhook-token"
+        if candidate.exists():
+            label = "$CREDENTIALS_DIRECTORY/cradle-webhook-token"
+            token = _read_key_file(read, label, str(candidate))
+    problem = webhook_token_problem(token) if token else None
+    if problem:  # never the token itself
+        read.problems.append(Problem(label, problem))
+        token = ""
+    if listen and not token and not any(p.key.startswith(label) for p in read.problems):
+        read.problem(
+            "token_file",
+            "is empty, and webhook.listen needs a token (a file holding it, or the systemd"
+            " credential cradle-webhook-token)",
+        )
+    return WebhookConfig(listen=listen, token_file=token_file, token=token)
+
+
+def webhook_token_problem(token: str) -> str | None:
+    """Why `token` cannot be the webhook's secret, without quoting it; None if it can. It is a
+    path segment a sender copies into a URL, so only characters every URL keeps as they are."""
+    if len(token) < MIN_WEBHOOK_TOKEN_CHARS:
+        return (
+            f"the token has {len(token)} characters, fewer than {MIN_WEBHOOK_TOKEN_CHARS}"
+            " (generate one with `openssl rand -hex 32`)"
+        )
+    if not _URL_SAFE.match(token):
+        return (
+            "the token may hold only letters, digits and . _ ~ - (generate one with"
+            " `openssl rand -hex 32`)"
+        )
+    return None
 
 
 @dataclass(frozen=True)

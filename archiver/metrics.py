@@ -24,6 +24,8 @@ log = structlog.get_logger(__name__)
 PREFIX = "cradle_archiver_"
 # From a small body on a fast link (50 ms) to 100 MB on a slow one or after retries (10 min).
 TRANSFER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# From a hint whose recording is listed at once (1 s) to one found on its last retry (5 min on).
+HINT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # A scrape storm (several Prometheus replicas, a dashboard on refresh) reads SQLite once per TTL.
 STATE_TTL_SECONDS = 2.0
 # Our names are all legacy-valid, so the body is text format 0.0.4, which every scraper knows;
@@ -89,6 +91,15 @@ class Metrics:
         self.api_requests = counter(PREFIX + "api_requests_total", api_help, ["endpoint", "code"])
         self.download = histogram(PREFIX + "download_seconds", "Download time, retries included.")
         self.upload = histogram(PREFIX + "upload_seconds", "Upload time of a recording to S3.")
+        self.webhook_hints = counter(
+            PREFIX + "webhook_hints_total", "Webhook requests and hints, by outcome.", ["outcome"]
+        )
+        self.hint_to_archive = prom.Histogram(
+            PREFIX + "hint_to_archive_seconds",
+            "From a webhook received to its recording archived.",
+            buckets=HINT_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(self)  # the gauges, see collect()
         prom.ProcessCollector(registry=self.registry)  # process_*: memory stays flat (SPEC 7)
 
@@ -107,6 +118,13 @@ class Metrics:
 
     def recording_failed(self, reason: str) -> None:
         self.failed.labels(reason=reason).inc()
+
+    def webhook_hint(self, outcome: str) -> None:
+        """One webhook request or hint, by outcome (hints.HintOutcome's values)."""
+        self.webhook_hints.labels(outcome=outcome).inc()
+
+    def observe_hint_to_archive(self, seconds: float) -> None:
+        self.hint_to_archive.observe(max(0.0, seconds))
 
     def api_response(self, endpoint: str, code: int) -> None:
         self.api_requests.labels(endpoint=endpoint, code=str(code)).inc()
