@@ -8,6 +8,7 @@ undoes the tampering by deleting the version it made, so the cases share one arc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -201,21 +202,25 @@ def test_a_recording_replaced_by_a_new_version_is_named(archive: Archive) -> Non
     assert "S3's ChecksumSHA256" in lines_of(ran, "*")[0]
 
 
-def test_a_deleted_recording_and_a_stray_one_are_named_in_the_reports(
-    archive: Archive, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def one_deleted_one_planted(archive: Archive) -> Iterator[tuple[str, str]]:
+    """A recording deleted (a delete marker) and a stray planted in a sealed day, undone after."""
     key = archive.recording_keys(archive.days[2])[-1]
     stray = f"{PREFIX}{archive.days[0]:%Y/%m/%d}/00000000-0000-4000-8000-000000000000.mp3"
     marker = archive.delete(key)
     stray_version = archive.put(stray, b"ID3 not a recording of ours")
     try:
-        ran = archive.audit("--report", str(tmp_path / "audit.html"))
-        as_json = archive.audit("--report", str(tmp_path / "audit.json"))
+        yield key, stray
     finally:
         archive.undo(key, marker)
         archive.undo(stray, stray_version)
+
+
+def test_a_deleted_recording_and_a_stray_one_are_named(archive: Archive, tmp_path: Path) -> None:
+    with one_deleted_one_planted(archive) as (key, stray):
+        ran = archive.audit("--report", str(tmp_path / "audit.json"))
     print(ran.stdout)
-    assert ran.returncode == as_json.returncode == 3
+    assert ran.returncode == 3
     assert lines_of(ran, "-") == [
         f"- {key[len(PREFIX) :]}  deleted: a delete marker hides the listed version "
         + _listed_version(archive, key)
@@ -228,7 +233,17 @@ def test_a_deleted_recording_and_a_stray_one_are_named_in_the_reports(
         ("+", stray[len(PREFIX) :]),
     }
     assert report["chain"]["intact"] is True
-    _check_in_browser(tmp_path / "audit.html", tmp_path, [key, stray])
+
+
+def test_the_html_report_renders_in_chromium_with_its_tables_and_problems(
+    archive: Archive, tmp_path: Path
+) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (.ci/install-tools installs Debian's chromium)")
+    with one_deleted_one_planted(archive) as (key, stray):
+        ran = archive.audit("--report", str(tmp_path / "audit.html"))
+    assert ran.returncode == 3
+    _check_in_browser(CHROMIUM, tmp_path / "audit.html", tmp_path, [key, stray])
 
 
 def _listed_version(archive: Archive, key: str) -> str:
@@ -237,12 +252,11 @@ def _listed_version(archive: Archive, key: str) -> str:
     return next(str(e.version_id) for e in listed.entries if e.key == key)
 
 
-def _check_in_browser(page: Path, tmp_path: Path, keys: list[str]) -> None:
-    """The HTML report renders in headless Chromium: the days table and both problems."""
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (.ci/install-tools installs Debian's chromium)")
+def _check_in_browser(chromium: str, page: Path, tmp_path: Path, keys: list[str]) -> None:
+    """The page renders in headless Chromium: the days table and both problems are in its DOM;
+    a screenshot is saved beside it."""
     flags = [
-        CHROMIUM,
+        chromium,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
