@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.audio_walk
 	$(BIN)/python -m benchmarks.audit_scale
+	$(BIN)/python -m benchmarks.rebuild_scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .demo build *.egg-info
