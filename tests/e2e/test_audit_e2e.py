@@ -361,3 +361,26 @@ def test_a_read_only_identity_audits_a_locked_archive_on_seaweedfs(
     with pytest.raises(ClientError) as refused:
         reader.put_object(Bucket=bucket.name, Key=f"{PREFIX}probe", Body=b"x")
     assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_a_config_with_only_s3_is_enough_and_read_data_prints_its_seed(
+    archive: Archive, tmp_path: Path
+) -> None:
+    config = tmp_path / "auditor.toml"
+    config.write_text(
+        f'[s3]\nbucket = "{archive.bucket.name}"\nprefix = "{PREFIX}"\n'
+        f'endpoint_url = "{archive.bucket.endpoint}"\n'
+    )
+    ran = cli("audit", "--read-data=50", "--seed", "42", config=config)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "--read-data 50: seed 42 (--seed 42 draws the same)" in ran.stdout
+
+
+def test_a_bucket_that_cannot_be_read_exits_1_and_bad_usage_exits_2(archive: Archive) -> None:
+    gone = cli("audit", "--bucket", "no-such-bucket", "--endpoint-url", archive.bucket.endpoint)
+    assert gone.returncode == 1, gone.stdout + gone.stderr
+    assert "bucket no-such-bucket does not exist" in gone.stderr
+    assert gone.stdout == ""
+    wrong = archive.audit("--report", "audit.pdf")
+    assert wrong.returncode == 2
+    assert "name a .html or a .json file" in wrong.stderr
