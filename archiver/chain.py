@@ -106,8 +106,13 @@ class Chain:
 class _Verdicts:
     """Reasons collected per key; a key with none is a match."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
         self._reasons: dict[str, list[tuple[Mark, str]]] = defaultdict(list)
+
+    def name(self, key: str) -> str:
+        """A key as reasons quote it: relative to the prefix, as the lines print keys."""
+        return key.removeprefix(self._prefix) if self._prefix else key
 
     def seen(self, key: str) -> None:
         self._reasons.setdefault(key, [])
@@ -127,7 +132,7 @@ class _Verdicts:
 
 def verify_chain(prefix: str, files: Mapping[str, bytes], verifier: Verifier | None) -> Chain:
     """Every check of the chain over the files under `{prefix}manifests/` (key -> bytes)."""
-    verdicts = _Verdicts()
+    verdicts = _Verdicts(prefix)
     names = _names(prefix, files, verdicts)
     sealed = _parse_manifests(files, names, verdicts)
     _check_names(prefix, sealed, verdicts)
@@ -171,7 +176,7 @@ def _check_names(prefix: str, sealed: Iterable[Sealed], verdicts: _Verdicts) -> 
     for s in sealed:
         expected = manifest_key(prefix, s.manifest.day, s.manifest.supplement)
         if s.key != expected:
-            verdicts.add(s.key, Mark.DIFFERS, f"its header belongs at {expected}")
+            verdicts.add(s.key, Mark.DIFFERS, f"its header belongs at {verdicts.name(expected)}")
 
 
 def _check_sequence(sealed: list[Sealed], keys: set[str], verdicts: _Verdicts) -> list[Sealed]:
@@ -181,20 +186,24 @@ def _check_sequence(sealed: list[Sealed], keys: set[str], verdicts: _Verdicts) -
         by_number[s.manifest.sequence].append(s)
     for number, same in by_number.items():
         for s in same[1:]:
-            verdicts.add(s.key, Mark.DIFFERS, f"sequence {number} is also {same[0].key}")
+            verdicts.add(
+                s.key, Mark.DIFFERS, f"sequence {number} is also {verdicts.name(same[0].key)}"
+            )
     top = max(by_number, default=0)
     for number in range(1, top):
         if number in by_number:
             continue
         after = by_number.get(number + 1)
-        named = after[0].manifest.previous if after else None
+        if not after:
+            continue  # a longer gap: its last number names what is missing
+        named = after[0].manifest.previous
         if named is not None and named.key not in keys:
             verdicts.add(
                 named.key,
                 Mark.MISSING,
-                f"deleted: sequence {number} of the chain, named by {after[0].key if after else ''}",
+                f"deleted: sequence {number} of the chain, named by {verdicts.name(after[0].key)}",
             )
-        elif after:
+        else:
             verdicts.add(after[0].key, Mark.DIFFERS, f"sequence {number} before it is missing")
     return sorted(sealed, key=lambda s: (s.manifest.sequence, s.key))
 
@@ -217,13 +226,14 @@ def _check_links(chain: list[Sealed], verdicts: _Verdicts) -> None:
             verdicts.add(
                 s.key,
                 Mark.DIFFERS,
-                f"broken link: previous names {link.key}, but sequence {number - 1} is {before.key}",
+                f"broken link: previous names {verdicts.name(link.key)}, "
+                f"but sequence {number - 1} is {verdicts.name(before.key)}",
             )
         elif link.sha256 != before.sha256:
             verdicts.add(
                 before.key,
                 Mark.DIFFERS,
-                f"edited: SHA-256 {before.sha256[:12]}..., but {s.key} links to "
+                f"edited: SHA-256 {before.sha256[:12]}..., but {verdicts.name(s.key)} links to "
                 f"{link.sha256[:12]}...",
             )
 
@@ -295,7 +305,9 @@ def _check_sidecars(
             continue
         own = s.key[len(prefix) :]
         if sums.pop(own, None) != s.sha256:
-            verdicts.add(s.key, Mark.DIFFERS, f"edited: its bytes do not match {key}")
+            verdicts.add(
+                s.key, Mark.DIFFERS, f"edited: its bytes do not match {verdicts.name(key)}"
+            )
         listed = {e.key[len(prefix) :]: e.sha256 for e in s.manifest.entries}
         if sums != listed:
             wrong = sorted(set(sums.items()) ^ set(listed.items()))

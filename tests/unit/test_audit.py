@@ -206,6 +206,7 @@ def test_an_edited_manifest_is_named_by_the_next_link_and_its_own_sidecar() -> N
     assert mark is Mark.DIFFERS
     assert f"{rel(archive.key(2))}" in why and "edited" in why
     assert "do not match" in why
+    assert PREFIX not in why  # keys in reasons read as the lines print them, relative
 
 
 def test_the_last_manifest_edited_with_a_matching_sidecar_is_caught_by_its_signature() -> None:
