@@ -486,3 +486,67 @@ def test_bad_proof_settings_are_each_named(tmp_path: Path) -> None:
     assert any(p.startswith("manifest.signed:") for p in found)
     assert any(p.startswith("reconcile.schedule:") and "daily" in p for p in found)
     assert any(p.startswith("state.rebuild:") and "refuse" in p for p in found)
+
+
+WEBHOOK_TOKEN = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
+
+
+def test_the_webhook_is_off_by_default(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={})
+    assert (config.webhook.listen, config.webhook.token, config.webhook.address) == ("", "", None)
+
+
+def test_a_webhook_token_is_read_from_its_file_and_kept_secret(tmp_path: Path) -> None:
+    token = tmp_path / "webhook-token"
+    token.write_text(WEBHOOK_TOKEN + "\n")
+    text = MINIMAL + f'[webhook]\nlisten = "0.0.0.0:9109"\ntoken_file = "{token}"\n'
+    config = load_config(write(tmp_path, text), env={})
+    assert config.webhook.address == ("0.0.0.0", 9109)
+    assert config.webhook.token == WEBHOOK_TOKEN
+    assert WEBHOOK_TOKEN not in repr(config)
+    assert WEBHOOK_TOKEN in config.secrets  # redacted from every log line
+
+
+def test_systemd_credentials_supply_the_webhook_token(tmp_path: Path) -> None:
+    (tmp_path / "cradle-webhook-token").write_text(WEBHOOK_TOKEN)
+    text = MINIMAL + '[webhook]\nlisten = "[::]:9109"\n'
+    config = load_config(write(tmp_path, text), env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert (config.webhook.token, config.webhook.address) == (WEBHOOK_TOKEN, ("::", 9109))
+
+
+def test_a_webhook_listener_without_a_token_is_named(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + '[webhook]\nlisten = "0.0.0.0:9109"\n')
+    assert len(found) == 1 and found[0].startswith("webhook.token_file: is empty"), found
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("short-token", "fewer than 16"),
+        ("a" * 20 + "/" + "b" * 20, "only letters, digits"),
+        ("a" * 20 + "?x=" + "b" * 20, "only letters, digits"),
+        ("a" * 20 + " " + "b" * 20, "only letters, digits"),
+        ("a" * 20 + "\x00" + "b" * 20, "control character"),
+        ("a" * 20 + "é" + "b" * 20, "non-ASCII"),
+    ],
+)
+def test_a_bad_webhook_token_is_named_without_its_value(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    token = tmp_path / "webhook-token"
+    token.write_text(value, encoding="utf-8")
+    text = MINIMAL + f'[webhook]\nlisten = "127.0.0.1:9109"\ntoken_file = "{token}"\n'
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and found[0].startswith("webhook.token_file: "), found
+    assert problem in found[0]
+    assert value[:10] not in found[0] and value[-10:] not in found[0]
+
+
+def test_bad_webhook_settings_are_each_named(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        '[webhook]\nlisten = "9109"\ntoken_file = "/nonexistent/token"\nsecret = "x"\n'
+    )
+    found = problems(tmp_path, text)
+    assert any(p.startswith("webhook.listen: '9109' is not HOST:PORT") for p in found)
+    assert any(p.startswith("webhook.token_file: cannot read /nonexistent/token") for p in found)
+    assert any(p.startswith("webhook.secret: unknown key") for p in found)
