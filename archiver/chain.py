@@ -25,6 +25,7 @@ from datetime import date, timedelta
 from enum import Enum
 
 from archiver.manifest import (
+    MANIFEST_DIR,
     Manifest,
     ManifestInvalid,
     ManifestName,
@@ -133,6 +134,12 @@ class _Verdicts:
 def verify_chain(prefix: str, files: Mapping[str, bytes], verifier: Verifier | None) -> Chain:
     """Every check of the chain over the files under `{prefix}manifests/` (key -> bytes)."""
     verdicts = _Verdicts(prefix)
+    if not files:  # never "clean" over nothing: a wrong --prefix must not pass an audit
+        verdicts.add(
+            prefix + MANIFEST_DIR,
+            Mark.ERROR,
+            "no manifest here: nothing sealed yet, or not the archive's prefix",
+        )
     names = _names(prefix, files, verdicts)
     sealed = _parse_manifests(files, names, verdicts)
     _check_names(prefix, sealed, verdicts)

@@ -307,9 +307,11 @@ def test_missing_and_bad_signatures_are_named_only_with_a_public_key() -> None:
     assert archive.audit(verifier=verifier()).chain.signatures is SignatureStatus.BROKEN
 
 
-def test_verify_chain_of_nothing_is_empty_and_intact() -> None:
+def test_no_manifest_at_all_is_an_error_never_a_clean_audit() -> None:
     chain = verify_chain(PREFIX, {}, None)
-    assert chain.findings == () and chain.days == () and chain.head is None and chain.intact
+    assert chain.days == () and chain.head is None and not chain.intact
+    assert [(f.key, f.mark) for f in chain.findings] == [(f"{PREFIX}manifests/", Mark.ERROR)]
+    assert "not the archive's prefix" in chain.findings[0].reasons[0]
 
 
 # The recordings
