@@ -620,6 +620,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from archiver.signing import KeyFileError, Verifier
     from archiver.sink import BucketReader
 
+    if args.since and args.until and args.since > args.until:
+        raise UsageError("audit: --from must not be later than --until")
     report = Path(args.report) if args.report else None
     if report is not None and audit_report.report_kind(report) is None:
         raise UsageError(f"audit: --report {report}: name a .html or a .json file")
