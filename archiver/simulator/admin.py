@@ -1,4 +1,5 @@
-"""The /_sim/ endpoints: stats, the generated recordings, and fault switches at run time.
+"""The /_sim/ endpoints: stats (webhooks too), the generated recordings and conversations, and
+fault switches at run time.
 
 They skip auth and the rate rules: tests and benchmarks poll them while the archiver runs, and
 that must not disturb what is being measured.
@@ -10,6 +11,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from archiver.simulator.conversations import SimConversation
 from archiver.simulator.data import SimRecording
 from archiver.simulator.state import SimState
 from archiver.simulator.transport import SimHandler
@@ -37,6 +39,8 @@ def _route(
     if (method, path) == ("GET", "/_sim/recordings"):
         with_sha = query.get("sha256", ["0"])[0].lower() in ("1", "true", "yes")
         return 200, [describe(state, r, with_sha) for r in state.catalog.recordings()]
+    if (method, path) == ("GET", "/_sim/conversations"):
+        return 200, [describe_conversation(c) for c in state.calls.items]
     if (method, path) == ("GET", "/_sim/faults"):
         return 200, state.switches.runtime_switches()
     if (method, path) == ("POST", "/_sim/faults"):
@@ -66,6 +70,22 @@ def describe(state: SimState, recording: SimRecording, with_sha: bool) -> dict[s
     if with_sha:
         described["sha256"] = state.body_sha256(recording.recording_id)
     return described
+
+
+def describe_conversation(conversation: SimConversation) -> dict[str, Any]:
+    """One conversation as GET /_sim/conversations shows it: the truth an exporter's output is
+    held against (its final status and revision, and when each version is listed)."""
+    return {
+        "uuid": conversation.uuid,
+        "startedAt": conversation.entry["startedAt"],
+        "ended_at": conversation.ended_at.isoformat(),
+        "nature": conversation.nature,
+        "status": conversation.status,
+        "revision": conversation.revision,
+        "recording_ids": list(conversation.recording_ids),
+        "visible_at": conversation.visible_at.isoformat(),
+        "versions_since": [version.since.isoformat() for version in conversation.versions],
+    }
 
 
 def _read_body(handler: SimHandler) -> bytes:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import Field, dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from archiver.models import parse_time
 
@@ -101,7 +102,20 @@ class Number(Kind):
 
 
 @dataclass(frozen=True)
-class Listen(Kind):
+class Checked(Kind):
+    """Text whose flag is refused with the same words as the option (`problem`)."""
+
+    def flag(self) -> dict[str, Any]:
+        return {"type": self._read}
+
+    def _read(self, text: str) -> str:
+        if problem := self.problem(text):
+            raise argparse.ArgumentTypeError(problem)
+        return text
+
+
+@dataclass(frozen=True)
+class Listen(Checked):
     """`HOST:PORT` to listen on."""
 
     def problem(self, value: object) -> str | None:
@@ -111,13 +125,16 @@ class Listen(Kind):
             return str(exc)
         return None
 
-    def flag(self) -> dict[str, Any]:
-        return {"type": self._read}
 
-    def _read(self, text: str) -> str:
-        if problem := self.problem(text):
-            raise argparse.ArgumentTypeError(problem)
-        return text
+@dataclass(frozen=True)
+class Url(Checked):
+    """An http:// or https:// url with a host."""
+
+    def problem(self, value: object) -> str | None:
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts and parts.scheme in ("http", "https") and parts.hostname:
+            return None
+        return f"must be an http:// or https:// url, got {value!r}"
 
 
 @dataclass(frozen=True)

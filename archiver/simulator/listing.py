@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from archiver.models import format_time, parse_time
-from archiver.simulator.data import Item, SimRecording, api_time
-
-_CONVERSATIONS = uuid.UUID("13841652-9d15-4166-a389-1b8b47c7af30")
+from archiver.simulator.conversations import SimConversation
+from archiver.simulator.data import Item
 
 
 def parse_window(query: dict[str, list[str]]) -> tuple[datetime, datetime]:
@@ -37,8 +35,8 @@ def listed_entry(item: Item, root: str, base_url: str) -> dict[str, Any]:
     """
     entry = item.entry
     url = entry.get("url")
-    if root != base_url and isinstance(url, str) and url.startswith(base_url + "/"):
-        return {**entry, "url": root + url[len(base_url) :]}
+    if root != base_url and isinstance(url, str):
+        return {**entry, "url": _rooted(url, root, base_url)}
     return entry
 
 
@@ -50,56 +48,22 @@ def recordings_body(items: list[Item], root: str, base_url: str, cap: int | None
 
 
 def conversations_body(
-    items: list[Item], root: str, base_url: str, cap: int | None
+    conversations: list[SimConversation], now: datetime, root: str, base_url: str, cap: int | None
 ) -> dict[str, Any]:
-    """Call history in the collection's example shape, one conversation per recording."""
-    conversations = [
-        _conversation(item, listed_entry(item, root, base_url)["url"])
-        for item in items
-        if isinstance(item, SimRecording)
-    ]
+    """Call history in the collection's example shape, each as listed at `now`."""
+    listed = [_listed_conversation(c.entry_at(now), root, base_url) for c in conversations]
     if cap is not None:
-        conversations = conversations[:cap]
-    return {"conversations": conversations}
+        listed = listed[:cap]
+    return {"conversations": listed}
 
 
-def _conversation(recording: SimRecording, url: str) -> dict[str, Any]:
-    entry = recording.entry
-    nature = entry["nature"]
-    duration = recording.duration_seconds
-    started = api_time(recording.started_at)
-    conversation: dict[str, Any] = {
-        "uuid": str(uuid.uuid5(_CONVERSATIONS, recording.recording_id)),
-        "startedAt": started,
-        "nature": nature,
-        "status": "completed" if nature == "out" else "successful",
-        "durationSeconds": duration,
-    }
-    if nature != "team":
-        conversation["cradleNumber"] = entry["cradleNumber"]
-        conversation["thirdPartyNumbers"] = [
-            {
-                "number": entry["thirdPartyNumber"],
-                "durationSeconds": duration,
-                "status": "completed",
-                "direction": nature,
-            }
-        ]
-    users = [_user(entry["agent1"], nature, duration, started, ring=0 if nature == "out" else 7)]
-    if "agent2" in entry:
-        joined = api_time(recording.started_at + timedelta(seconds=min(duration, 30)))
-        users.append(_user(entry["agent2"], nature, max(duration - 30, 0), joined, ring=5))
-    conversation["users"] = users
-    conversation["recordings"] = [{"url": url}]
-    return conversation
+def _listed_conversation(entry: dict[str, Any], root: str, base_url: str) -> dict[str, Any]:
+    """Its recording urls name the host the client used, as `listed_entry` explains."""
+    if root == base_url:
+        return entry
+    urls = [_rooted(recording["url"], root, base_url) for recording in entry["recordings"]]
+    return {**entry, "recordings": [{"url": url} for url in urls]}
 
 
-def _user(email: str, nature: str, duration: int, started: str, ring: int) -> dict[str, Any]:
-    return {
-        "email": email,
-        "status": "dialled" if nature == "out" else "answered",
-        "durationSeconds": duration,
-        "rangForSeconds": ring,
-        "presence": "available",
-        "startedAt": started,
-    }
+def _rooted(url: str, root: str, base_url: str) -> str:
+    return root + url[len(base_url) :] if url.startswith(base_url + "/") else url

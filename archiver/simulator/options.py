@@ -19,6 +19,7 @@ from archiver.simulator.kinds import (
     OnOff,
     Text,
     Time,
+    Url,
     declared,
     option,
     switch,
@@ -87,7 +88,8 @@ class SimulatorOptions:
     api_key: str = option("demo-key", TEXT, "the CRADLE_API_KEY the API accepts", repr=False)
     rps: int = switch(10, INTEGER, "request starts allowed per second before 429")
     bounds: str = switch("half-open", BOUNDS, "how from/until bound a list window")
-    processing_delay: float = option(60.0, SECONDS, "seconds after a call ends it is listed")
+    # A few seconds, as Cradle's recordings appear shortly after the end-of-call webhook.
+    processing_delay: float = option(5.0, SECONDS, "seconds after a call ends it is listed")
     late_fraction: float = option(0.0, RATE, "share of recordings that are listed late")
     short_audio: float = option(
         0.0, RATE, "share of recordings whose audio is half what durationSeconds says"
@@ -95,6 +97,19 @@ class SimulatorOptions:
     vbr: float = option(0.0, RATE, "share of recordings served as VBR with a Xing frame")
     late_delay: float = option(120.0, SECONDS, "late ones appear this many seconds after start-up")
     boundary_fraction: float = option(0.05, Number(float, 0.0, 0.5), "share on the hour")
+    conversation_updates: float = option(
+        0.0, RATE, "share of conversations that change once after they are listed"
+    )
+    conversation_update_delay: float = option(
+        120.0, SECONDS, "a change shows this long after the listing or start-up, the later"
+    )
+    # Posted from a thread of its own, outside the rate rules; only calls ending after start-up.
+    webhook_url: str | None = option(
+        None, Url(), "POST each conversation here when its call ends (default: no webhooks)"
+    )
+    webhook_delay: float = option(0.0, SECONDS, "extra seconds before each webhook is posted")
+    webhook_drop: float = switch(0.0, RATE, "share of webhooks never posted")
+    webhook_repeat: float = switch(0.0, RATE, "share of webhooks posted twice")
     latency: float = switch(0.0, SECONDS, "seconds before every API response")
     # Network jitter: each request reaches the rate gate up to this many seconds late (seeded).
     arrival_jitter: float = switch(0.0, SECONDS, "requests reach the rate gate 0..N s late")

@@ -11,6 +11,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from archiver.simulator import admin
@@ -154,14 +155,27 @@ class ApiHandler(SimHandler):
             content_type = "text/html" if body.startswith(b"<") else "application/json"
             self.send(200, content_type, len(body), [body], ticket)
             return
-        items = state.catalog.window(since, until, switches.bounds, state.options.clock())
-        root = self._root(state.base_url)
-        build = recordings_body if kind == "list" else conversations_body
-        document = build(items, root, state.base_url, switches.list_cap)
-        if switches.list_cap is not None and len(items) > switches.list_cap:
+        document, found = self._listing(state, switches, kind, since, until)
+        if switches.list_cap is not None and found > switches.list_cap:
             state.counters.fault("list_cap")
         body = json.dumps(document).encode()
         self.send(200, "application/json", len(body), [body], ticket, plan=plan)
+
+    def _listing(
+        self,
+        state: SimState,
+        switches: SimulatorOptions,
+        kind: str,
+        since: datetime,
+        until: datetime,
+    ) -> tuple[dict[str, Any], int]:
+        """The list body of a window, and how many it held before `list_cap`."""
+        now, root, cap = state.options.clock(), self._root(state.base_url), switches.list_cap
+        if kind == "list":
+            items = state.catalog.window(since, until, switches.bounds, now)
+            return recordings_body(items, root, state.base_url, cap), len(items)
+        calls = state.calls.window(since, until, switches.bounds, now)
+        return conversations_body(calls, now, root, state.base_url, cap), len(calls)
 
     def _download(self, state: SimState, path: str, plan: Plan, ticket: Ticket) -> None:
         match = _DOWNLOAD.fullmatch(path)

@@ -1,4 +1,5 @@
-"""The Simulator: two listeners, the generated account, and the switches tests flip."""
+"""The Simulator: two listeners, the generated account, the webhook sender, and the switches
+tests flip."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import dataclasses
 import signal
 import threading
 from collections.abc import Iterator
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from types import FrameType, TracebackType
 from typing import Any
 
 import structlog
 
+from archiver.simulator import conversations, webhooks
 from archiver.simulator.canary import CanaryHandler
+from archiver.simulator.conversations import SimConversation
 from archiver.simulator.data import BadEntry, Period, SimRecording, generate
 from archiver.simulator.options import SimulatorOptions
 from archiver.simulator.server import ApiHandler
@@ -48,12 +51,16 @@ class Simulator:
             raise
         self.base_url = url_of(self._api)
         self.canary_url = url_of(self._canary)
-        catalog = generate(
-            self.options, Period(start, end), self.base_url, self.canary_url, self.started_at
-        )
-        self.state = SimState(self.options, catalog, self.base_url, self.canary_url)
+        period = Period(start, end)
+        catalog = generate(self.options, period, self.base_url, self.canary_url, self.started_at)
+        calls = conversations.generate(self.options, period, catalog.recordings(), self.started_at)
+        self.state = SimState(self.options, catalog, calls, self.base_url, self.canary_url)
         self._api.state = self._canary.state = self.state
         self.stopping = self.state.stopping
+        self._webhooks: webhooks.WebhookSender | None = None
+        if self.options.webhook_url:
+            due = webhooks.schedule(calls.items, self.started_at, self.options.webhook_delay)
+            self._webhooks = webhooks.WebhookSender(self.state, self.options.webhook_url, due)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -69,6 +76,8 @@ class Simulator:
             )
             thread.start()
             self._threads.append(thread)
+        if self._webhooks:
+            self._webhooks.start()
         recordings = self.recordings()
         log.info(
             "simulator.started",
@@ -78,6 +87,7 @@ class Simulator:
             start=self.options.start.isoformat() if self.options.start else None,
             end=self.options.end.isoformat() if self.options.end else None,
             recordings=len(recordings),
+            conversations=len(self.state.calls.items),
             bytes_total=sum(r.size for r in recordings),
             poison=sum(1 for r in recordings if r.poison),
             late=sum(1 for r in recordings if r.late),
@@ -97,6 +107,8 @@ class Simulator:
                 server.shutdown()
             for thread in self._threads:
                 thread.join()
+            if self._webhooks:
+                self._webhooks.join()
         for server in servers:
             server.server_close()
         log.info("simulator.stopped", url=self.base_url, **_summary(self.stats()))
@@ -155,6 +167,13 @@ class Simulator:
     def recordings(self) -> list[SimRecording]:
         return self.state.catalog.recordings()
 
+    def conversations(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[SimConversation]:
+        """The call history that started in [since, until), whether listed yet or not: each
+        with its recording ids, nature, status and revision (see SimConversation)."""
+        return self.state.calls.between(since, until)
+
     def bad_entries(self) -> list[BadEntry]:
         return self.state.catalog.bad_entries()
 
@@ -168,4 +187,4 @@ class Simulator:
 
 def _summary(stats: dict[str, Any]) -> dict[str, Any]:
     keys = ("requests", "violations", "bytes_served", "downloads_completed", "canary_requests")
-    return {key: stats[key] for key in keys}
+    return {**{key: stats[key] for key in keys}, "webhooks": stats["webhooks"]}

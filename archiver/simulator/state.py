@@ -1,4 +1,5 @@
-"""What the request handlers share: the generated account, the fault switches and the counters.
+"""What the request handlers share: the generated account (recordings and conversations), the
+fault switches and the counters.
 
 Handlers see this, never the Simulator: the listeners, threads and signals stay in
 `simulator.py`, the only module that ties the HTTP side (`server`, `admin` and `canary`, over
@@ -16,6 +17,7 @@ from typing import Any
 import structlog
 
 from archiver.simulator.body import iter_body
+from archiver.simulator.conversations import Calls
 from archiver.simulator.data import Catalog
 from archiver.simulator.faults import FaultDice
 from archiver.simulator.options import RUNTIME_FIELDS, OptionError, SimulatorOptions
@@ -28,10 +30,16 @@ class SimState:
     """One simulator's account and switches. All but `switches` stay the same objects."""
 
     def __init__(
-        self, options: SimulatorOptions, catalog: Catalog, base_url: str, canary_url: str
+        self,
+        options: SimulatorOptions,
+        catalog: Catalog,
+        calls: Calls,
+        base_url: str,
+        canary_url: str,
     ) -> None:
         self.options = options
         self.catalog = catalog
+        self.calls = calls
         self.base_url = base_url
         self.canary_url = canary_url
         # Replaced whole by `set_faults`, so a request reads one snapshot, never a mix.

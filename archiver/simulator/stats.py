@@ -1,4 +1,5 @@
-"""Counters for /_sim/stats, and the gate that enforces the API's rate rules."""
+"""Counters for /_sim/stats (API requests and webhooks), and the gate that enforces the API's
+rate rules."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ FAULT_KINDS = (
     "malformed_list",
     "list_cap",
 )
+# What became of the webhooks: each POST answered 2xx is sent, any other failed; a dropped
+# one was never posted, a repeated one posted twice (both POSTs counted as sent or failed).
+WEBHOOK_OUTCOMES = ("sent", "dropped", "repeated", "failed")
 
 
 class Stats:
@@ -87,6 +91,7 @@ class Stats:
                 "canary_requests": counts["canary_requests"],
                 "canary_credential_requests": counts["canary_credential_requests"],
                 "max_in_flight": self._max_in_flight,
+                "webhooks": {k: counts[f"webhooks_{k}"] for k in WEBHOOK_OUTCOMES},
                 "recent_violations": list(self._recent_violations),
             }
 

@@ -240,28 +240,6 @@ def test_urls_name_the_host_the_client_used(sim: Simulator, api: requests.Sessio
     assert response.json()["recordings"][0]["url"].startswith(f"{localhost}/api/v1/public/")
 
 
-def test_conversations_are_derived_from_the_recordings(
-    sim: Simulator, api: requests.Session
-) -> None:
-    window = {"from": format_time(START), "until": format_time(END)}
-    response = api.get(f"{sim.base_url}/api/v1/public/conversations", params=window)
-
-    conversations = response.json()["conversations"]
-    assert len(conversations) == len(sim.recordings())
-    for conversation, recording in zip(conversations, sim.recordings(), strict=True):
-        assert conversation["recordings"] == [{"url": recording.url}]
-        assert conversation["startedAt"] == recording.entry["startedAt"]
-        assert conversation["users"][0]["email"] == recording.entry["agent1"]
-        if conversation["nature"] == "team":
-            assert "thirdPartyNumbers" not in conversation
-        else:
-            assert (
-                conversation["thirdPartyNumbers"][0]["number"]
-                == recording.entry["thirdPartyNumber"]
-            )
-    assert sim.stats()["requests_by_kind"]["conversations"] == 1
-
-
 def test_bad_entries_are_listed_and_fail_validation(api: requests.Session) -> None:
     with Simulator(options(bad_entries=6)) as sim:
         entries = list_recordings(api, sim).json()["recordings"]

@@ -46,6 +46,9 @@ def test_every_flag_reaches_its_option() -> None:
         *("--fault-truncate", "0.5", "--slow-body", "0.6", "--slow-bytes-per-second", "100"),
         *("--fault-malformed-list", "0.7", "--poison-html", "1", "--poison-offhost", "2"),
         *("--poison-redirect", "3", "--poison-404", "4", "--bad-entries", "5", "--forbid"),
+        *("--conversation-updates", "0.2", "--conversation-update-delay", "45"),
+        *("--webhook-url", "http://127.0.0.1:9109/webhook/t", "--webhook-delay", "3"),
+        *("--webhook-drop", "0.25", "--webhook-repeat", "0.5"),
     )
 
     options = options_from_args(ns)
@@ -85,6 +88,12 @@ def test_every_flag_reaches_its_option() -> None:
         poison_404=4,
         bad_entries=5,
         forbid=True,
+        conversation_updates=0.2,
+        conversation_update_delay=45,
+        webhook_url="http://127.0.0.1:9109/webhook/t",
+        webhook_delay=3,
+        webhook_drop=0.25,
+        webhook_repeat=0.5,
     )
 
 
@@ -97,6 +106,8 @@ def test_every_flag_reaches_its_option() -> None:
         (["--bounds", "open"], "--bounds"),
         (["--size", "10"], "--size"),
         (["--per-hour", "many"], "--per-hour"),
+        (["--webhook-url", "ftp://example.com/hook"], "--webhook-url"),
+        (["--webhook-repeat", "2"], "--webhook-repeat"),
     ],
 )
 def test_a_bad_flag_value_is_a_usage_error_naming_the_flag(
