@@ -17,11 +17,13 @@ body is hostile input whatever the token says.
 The path is compared whole with `hmac.compare_digest`, so a wrong path and a wrong token take
 the same road and get the same answer. The token is checked first: requests without it do not
 use up the source's rate, which matters behind an Ingress, where every sender has its address.
+A source is an IPv4 address or an IPv6 /64 (one host can pick any address in its /64).
 
 Bounded by construction: one request per connection; at most `max_connections` at once (and
 `max_connections_per_source` from one address), the rest refused with a 429 by the accepting
-thread; a body is read to at most `max_body` bytes (a larger Content-Length is refused before
-reading, a chunked body is cut at the limit); every read has a `read_timeout`, and a reaper on
+thread; the request line and headers are read to at most MAX_HEAD bytes, a body to at most
+`max_body` (a larger Content-Length is refused before reading, a chunked body is cut at the
+limit, framing included); every read has a `read_timeout`, and a reaper on
 the serving thread cuts any request still arriving after `request_deadline`, so a trickle
 (slowloris) holds a thread for seconds, not forever. Bodies are parsed one at a time, so the
 JSON of concurrent requests never adds up in memory.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import socket
 import sys
 import threading
@@ -53,6 +56,24 @@ log = structlog.get_logger(__name__)
 
 PATH_PREFIX = "/webhook/"
 MAX_CHUNK_LINE = 1024  # a chunk-size line: hex digits and extensions we ignore
+# The request line and headers together. http.server alone would take 100 header lines of
+# 64 KiB each (6.5 MB a connection); a webhook's headers, proxies' included, are a few KiB.
+MAX_HEAD = 32 * 2**10
+IPV6_SOURCE_PREFIX = 64  # one IPv6 sender holds a /64 at least: it is one source
+
+
+def source_of(address: str) -> str:
+    """The rate limits' key for a client address: the address itself for IPv4 (also when mapped
+    into IPv6), its /64 for IPv6, where one host may pick any of 2**64 addresses."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_SOURCE_PREFIX), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -108,6 +129,26 @@ class SourceLimiter:
             return allowed
 
 
+class _HeadReader:
+    """The request's stream as http.server reads the request line and headers from it: after
+    `limit` bytes it reads as the end, so the headers end there (and the request is refused)."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw
+        self.remaining = limit
+
+    def readline(self, size: int = -1) -> bytes:
+        cap = self.remaining if size < 0 else min(size, self.remaining)
+        if cap <= 0:
+            return b""
+        line: bytes = self._raw.readline(cap)
+        self.remaining -= len(line)
+        return line
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class BodyTooLarge(Exception):
     """The body is over the limit: answered 413 without reading the rest."""
 
@@ -129,7 +170,7 @@ class _WebhookHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _WebhookHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        source = str(client_address[0])
+        source = source_of(str(client_address[0]))
         with self._connections_lock:
             from_source = sum(1 for s, _ in self._connections.values() if s == source)
             admitted = (
@@ -187,6 +228,9 @@ class _WebhookHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.limits.read_timeout)
+        # http.server reads the request line and headers from rfile: hand it a capped view.
+        self.body_file = self.rfile
+        self.rfile = _HeadReader(self.body_file, MAX_HEAD)  # type: ignore[assignment]
         self._early: HintOutcome | None = None
         self._checked = False
 
@@ -221,7 +265,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         """404 or 429 from the request line and address alone; None to go on."""
         if not self.server.receiver.path_matches(self.path):
             return HintOutcome.NOT_FOUND
-        if not self.server.receiver.sources.allow(str(self.client_address[0])):
+        if not self.server.receiver.sources.allow(source_of(str(self.client_address[0]))):
             return HintOutcome.RATE_LIMITED
         return None
 
@@ -255,16 +299,16 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         return self.server.receiver.receive(body)
 
     def _read(self, length: int) -> bytes:
-        body = self.rfile.read(length)
+        body = self.body_file.read(length)
         if len(body) < length:
             raise RequestCut
         return body
 
     def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
+        body = bytearray()
+        framing = 0  # a body in one-byte chunks is six times its size on the wire
         while True:
-            line = self.rfile.readline(MAX_CHUNK_LINE)
+            line = self.body_file.readline(MAX_CHUNK_LINE)
             if not line.endswith(b"\n"):
                 raise RequestCut
             try:
@@ -273,16 +317,16 @@ class _WebhookHandler(BaseHTTPRequestHandler):
                 raise RequestCut from None  # not HTTP: nothing worth an answer
             if size == 0:
                 self._skip_trailers()
-                return b"".join(parts)
-            total += size
-            if size < 0 or total > limit:
+                return bytes(body)
+            framing += len(line) + 2
+            if size < 0 or len(body) + size > limit or framing > limit:
                 raise BodyTooLarge
-            parts.append(self._read(size))
+            body += self._read(size)
             self._read(2)  # the CRLF after the chunk
 
     def _skip_trailers(self) -> None:
         for _ in range(32):
-            line = self.rfile.readline(MAX_CHUNK_LINE)
+            line = self.body_file.readline(MAX_CHUNK_LINE)
             if line in (b"\r\n", b"\n"):
                 return
             if not line.endswith(b"\n"):
@@ -302,7 +346,8 @@ class _WebhookHandler(BaseHTTPRequestHandler):
                 self.send_header("Retry-After", "1")
             self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
             self.wfile.flush()
             if unread:
                 self._linger()

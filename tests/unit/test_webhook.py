@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 from archiver import webhook
 from archiver.hints import Hint, HintOutcome, HintQueue
 from archiver.metrics import GaugeState, Metrics
-from archiver.webhook import Limits, WebhookReceiver
+from archiver.webhook import MAX_HEAD, Limits, WebhookReceiver, source_of
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -266,6 +266,52 @@ def test_a_chunked_body_is_read_up_to_the_limit(site: Site) -> None:
     big = document + b" " * (LIMIT + 1 - len(document))
     assert send(site, big, chunked=True).status == 413
     assert len(site.queue) == 1
+
+
+def test_a_body_in_tiny_chunks_is_held_to_the_limit_with_its_framing(site: Site) -> None:
+    def one_byte_chunks(body: bytes) -> bytes:
+        return b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body))) + (
+            b"0\r\n\r\n"
+        )
+
+    small = json.dumps(conversation()).encode()
+    framing = "Transfer-Encoding: chunked\r\n"
+    with raw(site, head(None, extra=framing) + one_byte_chunks(small)) as sock:
+        assert read_all(sock).startswith(b"HTTP/1.1 202 ")
+    padded = json.dumps(conversation(uuid="padded")).encode() + b" " * (60 * 1024)
+    with raw(site, head(None, extra=framing) + one_byte_chunks(padded)) as sock:
+        assert read_all(sock).startswith(b"HTTP/1.1 413 ")  # 60 KiB of body, 360 KiB on the wire
+    assert len(site.queue) == 1
+
+
+def test_headers_past_their_cap_are_not_read(site: Site) -> None:
+    padding = "".join(f"X-Pad-{i}: {'a' * 1000}\r\n" for i in range(MAX_HEAD // 1000 + 1))
+    body = json.dumps(conversation()).encode()
+    request = f"POST {PATH} HTTP/1.1\r\nHost: x\r\n{padding}Content-Length: {len(body)}\r\n\r\n"
+    with raw(site, request.encode() + body) as sock:
+        assert read_all(sock).startswith(b"HTTP/1.1 400 ")  # its length was never seen
+    assert len(site.queue) == 0
+
+
+def test_a_head_request_gets_the_404_without_a_body(site: Site) -> None:
+    with raw(site, f"HEAD {PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode()) as sock:
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 404 ") and answer.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("address", "source"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("::ffff:203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_an_ipv6_sender_is_one_source_per_64(address: str, source: str) -> None:
+    assert source_of(address) == source
 
 
 @pytest.mark.parametrize(
