@@ -92,7 +92,7 @@ class Limits:
     max_connections_per_source: int = 16
 
 
-# One answer per outcome: a status, a body, and whether the body was left unread.
+# One answer per outcome: the status and its body.
 ANSWERS: dict[HintOutcome, tuple[int, bytes]] = {
     HintOutcome.ACCEPTED: (202, b"accepted\n"),
     HintOutcome.DUPLICATE: (202, b"accepted\n"),  # to the sender, a repeat is as welcome
@@ -151,6 +151,10 @@ class _HeadReader:
 
 class BodyTooLarge(Exception):
     """The body is over the limit: answered 413 without reading the rest."""
+
+
+class BadFraming(Exception):
+    """A chunked body that is not HTTP: answered 400 without reading the rest."""
 
 
 class RequestCut(Exception):
@@ -233,6 +237,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         self.rfile = _HeadReader(self.body_file, MAX_HEAD)  # type: ignore[assignment]
         self._early: HintOutcome | None = None
         self._checked = False
+        self._unread = True  # until the body has been read to its end
 
     def do_POST(self) -> None:
         early = self._early if self._checked else self._admit()
@@ -242,7 +247,7 @@ class _WebhookHandler(BaseHTTPRequestHandler):
             return
         outcome = self._take_body(framing)
         if outcome is not None:
-            self._answer(outcome, unread=outcome is HintOutcome.TOO_LARGE)
+            self._answer(outcome, unread=self._unread)
 
     def handle_expect_100(self) -> bool:
         # A client waiting to send its body learns of a wrong token or a too-large body first.
@@ -291,11 +296,14 @@ class _WebhookHandler(BaseHTTPRequestHandler):
             body = self._read(length) if length is not None else self._read_chunked(limit)
         except BodyTooLarge:
             return HintOutcome.TOO_LARGE
+        except BadFraming:
+            return HintOutcome.MALFORMED
         except (RequestCut, OSError):
             self.server.receiver.count(HintOutcome.TIMED_OUT)
             log.info("webhook.request_cut", client=str(self.client_address[0]))
             self.close_connection = True
             return None
+        self._unread = False
         return self.server.receiver.receive(body)
 
     def _read(self, length: int) -> bytes:
@@ -311,15 +319,15 @@ class _WebhookHandler(BaseHTTPRequestHandler):
             line = self.body_file.readline(MAX_CHUNK_LINE)
             if not line.endswith(b"\n"):
                 raise RequestCut
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise RequestCut from None  # not HTTP: nothing worth an answer
+            digits = line.split(b";", 1)[0].strip()
+            if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                raise BadFraming
+            size = int(digits, 16)
             if size == 0:
                 self._skip_trailers()
                 return bytes(body)
             framing += len(line) + 2
-            if size < 0 or len(body) + size > limit or framing > limit:
+            if len(body) + size > limit or framing > limit:
                 raise BodyTooLarge
             body += self._read(size)
             self._read(2)  # the CRLF after the chunk

@@ -357,6 +357,11 @@ def test_ambiguous_framing_is_400(site: Site) -> None:
     twice = head(5, extra="Content-Length: 6\r\n") + b"{}"
     with raw(site, twice) as sock:
         assert read_all(sock).startswith(b"HTTP/1.1 400 ")
+    for chunk_line in (b"zz\r\n", b"-5\r\n", b"0x10\r\n", b"\r\n"):
+        not_hex = head(None, extra="Transfer-Encoding: chunked\r\n") + chunk_line + b"{}\r\n"
+        with raw(site, not_hex) as sock:
+            assert read_all(sock).startswith(b"HTTP/1.1 400 "), chunk_line
+    assert site.outcomes.seen == {HintOutcome.MALFORMED: 6}
 
 
 @pytest.mark.parametrize(
