@@ -216,7 +216,8 @@ class HintQueue:
 
     def retry_later(self, hint: Hint, now: datetime) -> datetime | None:
         """Put a tried hint back for its next retry on the schedule (offsets from its first
-        try), and return when that is; None when the schedule is over (counted `expired`)."""
+        try), and return when that is; None when the schedule is over (counted `expired`), or
+        when the hint is not in flight (nothing is done then)."""
         with self._lock:
             held = self._held.get(hint.uuid)
             if held is None or not held.in_flight or held.first_try is None:
