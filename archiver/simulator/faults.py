@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from archiver.simulator.options import SimulatorOptions
 
 BODY_KINDS = frozenset({"list", "download", "conversations"})
+LIST_KINDS = frozenset({"list", "conversations"})
 MALFORMED_SHAPES = 4
 
 
@@ -69,7 +70,7 @@ class FaultDice:
             return Plan(status_429=True, retry_after=_retry_after(switches.retry_after, roll))
         if hit("5xx", switches.fault_5xx):
             return Plan(status_5xx=(500, 502, 503)[int(roll("5xx-code") * 3)])
-        if kind == "list" and hit("malformed_list", switches.fault_malformed_list):
+        if kind in LIST_KINDS and hit("malformed_list", switches.fault_malformed_list):
             return Plan(malformed=int(roll("malformed-shape") * MALFORMED_SHAPES))
         if kind not in BODY_KINDS or (
             switches.body_fault_scope == "downloads" and kind != "download"
@@ -89,11 +90,12 @@ def _retry_after(mode: str, roll: Callable[[str], float]) -> str:
     return ("seconds", "date", "none")[int(roll("retry-after") * 3)]
 
 
-def malformed_list_body(shape: int) -> bytes:
-    """A 200 list answer that is not a usable list: what a half-deployed backend sends."""
+def malformed_list_body(shape: int, key: str = "recordings") -> bytes:
+    """A 200 answer that is not a usable list of `key` (`recordings` or `conversations`):
+    what a half-deployed backend sends."""
     return (
-        b'{"recordings": [{"url": "http://',  # cut-off JSON
+        b'{"%s": [{"url": "http://' % key.encode(),  # cut-off JSON
         b"<html><body>Service temporarily unavailable</body></html>",  # not JSON at all
-        b'{"data": [], "total": 0}',  # JSON without `recordings`
-        b'{"recordings": {"error": "timeout"}, "size": 0}',  # `recordings` not a list
+        b'{"data": [], "total": 0}',  # JSON without the list
+        b'{"%s": {"error": "timeout"}, "size": 0}' % key.encode(),  # the list not a list
     )[shape]

@@ -26,6 +26,7 @@ from archiver.simulator.transport import DISCONNECTS, SimHandler
 LIST_PATH = "/api/v1/public/recordings"
 CONVERSATIONS_PATH = "/api/v1/public/conversations"
 _DOWNLOAD = re.compile(re.escape(RECORDING_PATH) + r"([0-9a-fA-F-]{36})\.mp3")
+_LISTED = {"list": "recordings", "conversations": "conversations"}  # the list's key
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d+)?|\[[0-9A-Fa-f:.]+\](:\d+)?")
 
 
@@ -151,7 +152,7 @@ class ApiHandler(SimHandler):
             return
         if plan.malformed is not None:
             state.counters.fault("malformed_list")
-            body = malformed_list_body(plan.malformed)
+            body = malformed_list_body(plan.malformed, _LISTED[kind])
             content_type = "text/html" if body.startswith(b"<") else "application/json"
             self.send(200, content_type, len(body), [body], ticket)
             return
