@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 import structlog
@@ -71,7 +72,7 @@ class Options:
         )
 
 
-class Method:
+class Method(StrEnum):
     """How a recording's bytes were proven."""
 
     CHECKSUM = "checksum"  # S3's ChecksumSHA256 of the whole body
@@ -86,7 +87,7 @@ class Checked:
     finding: Finding
     day: date
     size: int
-    method: str = Method.NONE
+    method: Method = Method.NONE
     lock_mode: str | None = None
     retain_until: datetime | None = None
     locked_short: bool = False
@@ -256,7 +257,7 @@ def _locked_short(entry: Entry, stored: StoredObject) -> str:
 
 def _prove_bytes(
     reader: Reader, entry: Entry, stored: StoredObject, read_body: bool
-) -> tuple[str, list[str]]:
+) -> tuple[Method, list[str]]:
     """The body proven by S3's whole-body checksum, or read and hashed (--read-data, or when
     S3 has none: a multipart composite or a store without checksums)."""
     if not read_body and _whole_checksum(stored.checksum_sha256) is not None:

@@ -93,7 +93,9 @@ def data(result: Result) -> dict[str, Any]:
         },
         "chain": _chain(result),
         "summary": {m.value: n for m, n in _counts(result.lines()).items()},
-        "verification": dict(Counter(c.method for c in result.recordings)),
+        "verification": {
+            str(m): n for m, n in Counter(c.method for c in result.recordings).items()
+        },
         "days": _days(result),
         "retention": _retention(result),
         "problems": [
