@@ -216,3 +216,14 @@ def test_a_share_of_conversations_changes_once_after_it_is_listed(
     missed = [c for c in updated if c.versions[0].entry["status"] == "missed"]
     assert missed
     assert {c.status for c in missed} == {"voicemail"}
+
+
+def test_the_admin_api_lists_the_truth_without_auth() -> None:
+    with Simulator(options(conversation_updates=0.3)) as sim:
+        described = requests.get(f"{sim.base_url}/_sim/conversations", timeout=5).json()
+        conversations = sim.conversations()
+
+    assert [(d["uuid"], d["status"], d["revision"], d["recording_ids"]) for d in described] == [
+        (c.uuid, c.status, c.revision, list(c.recording_ids)) for c in conversations
+    ]
+    assert {d["revision"] for d in described} == {1, 2}
