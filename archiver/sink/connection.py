@@ -7,10 +7,12 @@ throttling, 5xx and connection errors by the time a failure reaches `map_error`.
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any
 
 import boto3
 import botocore.config
+import botocore.session
 from botocore.exceptions import (
     ClientError,
     ConnectionError,
@@ -19,6 +21,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.utils import parse_timestamp
 
 from archiver.config import S3Config
 from archiver.errors import ArchiverError, RecordingFailed, SinkUnavailable
@@ -75,13 +78,30 @@ def make_client(config: S3Config, *, connections: int = 4) -> Any:
         options["request_checksum_calculation"] = "when_required"
         options["response_checksum_validation"] = "when_required"
         options["s3"] = {"addressing_style": "path"}
-    session = boto3.session.Session()
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
+    session = boto3.session.Session(botocore_session=core)
     return session.client(
         "s3",
         region_name=config.region or session.region_name or "us-east-1",
         endpoint_url=config.endpoint_url or None,
         config=botocore.config.Config(**options),
     )
+
+
+def _timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser, with a fast path for the zoned ISO 8601 that S3's XML carries.
+    A listing page holds 1,000 `LastModified` values, and botocore's default (dateutil's general
+    parser, ~0.4 ms each) took longer over them than the requests themselves: 40 s of a
+    100,000-key listing. Anything else (HTTP dates in headers, epochs) goes to the default."""
+    if isinstance(value, str) and "T" in value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return parse_timestamp(value)
+        if parsed.tzinfo is not None:
+            return parsed
+    return parse_timestamp(value)
 
 
 def map_error(
