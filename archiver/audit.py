@@ -30,7 +30,7 @@ from archiver.manifest import MANIFEST_DIR, MAX_MANIFEST_BYTES, Entry
 from archiver.models import StoredObject
 from archiver.signing import Verifier
 from archiver.sink.connection import Denied
-from archiver.sink.reader import ListedObject
+from archiver.sink.reader import ListedObject, ListedVersion
 
 log = structlog.get_logger("archiver.audit")
 WORKERS = 16  # HEADs in flight; S3 serves thousands a second per prefix, a local store fewer
@@ -55,6 +55,8 @@ class Reader(Protocol):
     def digest(self, key: str, version_id: str | None = None) -> tuple[str, int] | None: ...
 
     def list(self, prefix: str) -> Iterator[ListedObject]: ...
+
+    def versions(self, prefix: str) -> Iterator[ListedVersion]: ...
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ def audit(
     started = clock()
     prefix = reader.prefix
     with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="audit") as pool:
-        chain = verify_chain(prefix, _manifest_files(reader, pool), options.verifier)
+        chain = verify_chain(
+            prefix, _manifest_files(reader, pool), options.verifier, _manifest_versions(reader)
+        )
         listed = _latest_listings(chain, options)
         sample = _sample(sorted(listed), options)
         checked = _parallel(
@@ -165,6 +169,16 @@ def _manifest_files(reader: Reader, pool: ThreadPoolExecutor) -> dict[str, bytes
     bodies = _parallel(pool, lambda key: reader.read(key, MAX_MANIFEST_BYTES), keys)
     # A key listed, then gone before its read, is as good as never listed.
     return {key: body for key, body in zip(keys, bodies, strict=True) if body is not None}
+
+
+def _manifest_versions(reader: Reader) -> list[ListedVersion] | None:
+    """The manifest files' versions, or None when the credentials may not list versions (the
+    chain is checked all the same; the report says versions were not)."""
+    try:
+        return list(reader.versions(reader.prefix + MANIFEST_DIR))
+    except Denied as exc:
+        log.warning("audit.versions_not_listed", error=str(exc))
+        return None
 
 
 def _latest_listings(chain: Chain, options: Options) -> dict[str, tuple[Entry, date]]:

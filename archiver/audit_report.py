@@ -120,6 +120,7 @@ def _chain(result: Result) -> dict[str, Any]:
         "head_key": relative(result.prefix, head.key) if head else None,
         "head_sha256": head.sha256 if head else None,
         "signatures": chain.signatures.value,
+        "versions_checked": chain.versions_checked,
     }
 
 
@@ -284,6 +285,12 @@ def _chain_pairs(chain: dict[str, Any]) -> list[tuple[str, Any]]:
         ("head", chain["head_key"]),
         ("head SHA-256", chain["head_sha256"]),
         ("signatures", chain["signatures"]),
+        (
+            "manifest versions",
+            "listed and checked (each file written once, none hidden)"
+            if chain["versions_checked"]
+            else "not listed (no s3:ListBucketVersions)",
+        ),
     ]
 
 

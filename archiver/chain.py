@@ -19,7 +19,7 @@ What a deletion, edit or reordering leaves behind, and where it is reported:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import Enum
@@ -38,6 +38,7 @@ from archiver.manifest import (
     signature_key,
 )
 from archiver.signing import Verifier
+from archiver.sink.reader import ListedVersion
 
 
 class Mark(Enum):
@@ -85,6 +86,7 @@ class Chain:
     manifests: tuple[Sealed, ...]
     findings: tuple[Finding, ...]
     signatures: SignatureStatus
+    versions_checked: bool = False  # whether a version listing was there to check
 
     @property
     def days(self) -> tuple[date, ...]:
@@ -131,8 +133,14 @@ class _Verdicts:
         return tuple(found)
 
 
-def verify_chain(prefix: str, files: Mapping[str, bytes], verifier: Verifier | None) -> Chain:
-    """Every check of the chain over the files under `{prefix}manifests/` (key -> bytes)."""
+def verify_chain(
+    prefix: str,
+    files: Mapping[str, bytes],
+    verifier: Verifier | None,
+    versions: Sequence[ListedVersion] | None = None,
+) -> Chain:
+    """Every check of the chain over the files under `{prefix}manifests/` (key -> bytes), and,
+    given their version listing, over what each file went through since it was written."""
     verdicts = _Verdicts(prefix)
     if not files:  # never "clean" over nothing: a wrong --prefix must not pass an audit
         verdicts.add(
@@ -149,7 +157,9 @@ def verify_chain(prefix: str, files: Mapping[str, bytes], verifier: Verifier | N
     _check_orphans(files, names, verdicts)
     _check_sidecars(prefix, sealed, files, verdicts)
     signatures = _check_signatures(sealed, files, verifier, verdicts)
-    return Chain(tuple(by_sequence), verdicts.findings(), signatures)
+    if versions is not None:
+        _check_versions(versions, verdicts)
+    return Chain(tuple(by_sequence), verdicts.findings(), signatures, versions is not None)
 
 
 def _names(prefix: str, files: Iterable[str], verdicts: _Verdicts) -> dict[str, ManifestName]:
@@ -346,3 +356,22 @@ def _check_signatures(
         else:
             verdicts.seen(key)
     return status
+
+
+def _check_versions(versions: Sequence[ListedVersion], verdicts: _Verdicts) -> None:
+    """Each file is written once: one version, never hidden. On a versioned bucket this shows
+    what the chain cannot: the newest manifests deleted with their sidecars, or the last one
+    rewritten with a matching sidecar (nothing links to it yet)."""
+    by_key: dict[str, list[ListedVersion]] = defaultdict(list)
+    for version in versions:
+        by_key[version.key].append(version)
+    for key, history in sorted(by_key.items()):
+        kept = [v for v in history if not v.delete_marker]
+        if any(v.latest and v.delete_marker for v in history):
+            verdicts.add(
+                key, Mark.MISSING, f"deleted: a delete marker hides {len(kept)} version(s)"
+            )
+        if len(kept) > 1:
+            verdicts.add(
+                key, Mark.DIFFERS, f"rewritten: {len(kept)} versions of a file written once"
+            )

@@ -1,7 +1,7 @@
 """Read-only access to the bucket: what `audit` needs (and `reconcile` and `rebuild-state` share).
 
 An auditor runs with read-only credentials (s3:GetObject, s3:GetObjectVersion, s3:ListBucket,
-s3:GetObjectRetention): nothing here writes. HEADs ask for S3's own checksum
+s3:GetObjectRetention, and s3:ListBucketVersions for `versions`): nothing here writes. HEADs ask for S3's own checksum
 (`ChecksumMode=ENABLED`), which proves the stored bytes without reading them.
 """
 
@@ -36,6 +36,16 @@ class ListedObject:
     key: str
     size: int
     last_modified: datetime | None
+
+
+@dataclass(frozen=True)
+class ListedVersion:
+    """One version of a key, or a delete marker, as a version listing gives it."""
+
+    key: str
+    version_id: str | None
+    latest: bool
+    delete_marker: bool
 
 
 class BucketReader:
@@ -115,6 +125,26 @@ class BucketReader:
             for page in pages:
                 for item in page.get("Contents", []):
                     yield ListedObject(item["Key"], int(item["Size"]), item.get("LastModified"))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+
+    def versions(self, prefix: str) -> Iterator[ListedVersion]:
+        """Every version and delete marker under `prefix` (s3:ListBucketVersions): what a
+        written-once object went through since."""
+        try:
+            pages = self._client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
+                    for item in page.get(kind, []):
+                        version = item.get("VersionId")
+                        yield ListedVersion(
+                            item["Key"],
+                            version if version and version != "null" else None,
+                            bool(item.get("IsLatest")),
+                            marker,
+                        )
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc
 

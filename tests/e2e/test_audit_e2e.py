@@ -354,6 +354,7 @@ def test_a_read_only_identity_audits_a_locked_archive_on_seaweedfs(
     assert found["retention"]["modes"] == {"GOVERNANCE": recordings}
     assert found["retention"]["locked_short"] == 0
     assert found["chain"]["signatures"] == "every manifest signed and valid"
+    assert found["chain"]["versions_checked"] is True  # List covers ListBucketVersions
     assert any(line.endswith(".jsonl.sig") for line in audited.stdout.splitlines())
     assert sum(day["verified"] for day in found["days"]) == recordings
     # The auditor's identity is read-only indeed: SeaweedFS refuses it a write.

@@ -23,7 +23,7 @@ from archiver.manifest import Entry, Link, Manifest
 from archiver.models import StoredObject
 from archiver.signing import Signer, Verifier, generate
 from archiver.sink.connection import Denied
-from archiver.sink.reader import ListedObject
+from archiver.sink.reader import ListedObject, ListedVersion
 
 PREFIX = "calls/"
 FIRST = date(2026, 3, 1)
@@ -41,6 +41,8 @@ class MemoryBucket:
         self.bodies: dict[str, bytes] = {}
         self.hidden: dict[tuple[str, str], StoredObject] = {}  # versions behind a delete marker
         self.failing: dict[str, Exception] = {}
+        self.history: dict[str, list[ListedVersion]] = {}  # every version and marker, in order
+        self.versions_denied = False
         self._versions = 0
 
     def put(self, key: str, body: bytes, *, checksum: bool = True, **fields: object) -> str:
@@ -57,12 +59,17 @@ class MemoryBucket:
         values.update(fields)
         self.objects[key] = StoredObject(**values)  # type: ignore[arg-type]
         self.bodies[key] = body
-        return str(values["version_id"])
+        version = str(values["version_id"])
+        self.history.setdefault(key, []).append(ListedVersion(key, version, False, False))
+        return version
 
     def delete(self, key: str) -> None:
         stored = self.objects.pop(key)
         assert stored.version_id is not None
         self.hidden[(key, stored.version_id)] = stored
+        self._versions += 1
+        marker = ListedVersion(key, f"v{self._versions}", False, True)
+        self.history.setdefault(key, []).append(marker)
 
     def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         if key in self.failing:
@@ -80,6 +87,14 @@ class MemoryBucket:
     def digest(self, key: str, version_id: str | None = None) -> tuple[str, int] | None:
         body = self.bodies.get(key)
         return None if body is None else (hashlib.sha256(body).hexdigest(), len(body))
+
+    def versions(self, prefix: str) -> Iterator[ListedVersion]:
+        if self.versions_denied:
+            raise Denied("read from bucket audited denied (AccessDenied): no ListBucketVersions")
+        for key, history in sorted(self.history.items()):
+            if key.startswith(prefix):
+                for n, version in enumerate(history):
+                    yield dataclasses.replace(version, latest=n == len(history) - 1)
 
     def list(self, prefix: str) -> Iterator[ListedObject]:
         for key in sorted(self.objects):
@@ -141,8 +156,8 @@ class Archive:
     def manifest(self, n: int) -> Manifest:
         return manifest.parse(self.bucket.bodies[self.key(n)])
 
-    def audit(self, **options: object) -> Result:
-        return audit(self.bucket, Options(**options), lambda: NOW)  # type: ignore[arg-type]
+    def audit(self, **options: Any) -> Result:
+        return audit(self.bucket, Options(**options), lambda: NOW)
 
 
 def _key_files() -> tuple[Path, Path]:
@@ -211,6 +226,7 @@ def test_an_edited_manifest_is_named_by_the_next_link_and_its_own_sidecar() -> N
 
 def test_the_last_manifest_edited_with_a_matching_sidecar_is_caught_by_its_signature() -> None:
     archive = Archive()
+    archive.bucket.versions_denied = True  # what the chain alone shows
     last = archive.manifest(3)
     forged = dataclasses.replace(last, entries=last.entries[:1])
     archive.bucket.put(archive.key(3), forged.body())
@@ -272,8 +288,40 @@ def test_swapped_links_are_named_on_both_manifests() -> None:
     assert "broken link: previous names" in found[rel(archive.key(2))][1]
 
 
+def test_the_newest_manifests_deleted_whole_are_named_by_their_delete_markers() -> None:
+    """Deleting the last manifest with its sidecar and signature leaves a shorter chain that
+    holds together; on a versioned bucket the delete markers give it away."""
+    archive = Archive()
+    last = archive.key(3)
+    files = (last, manifest.checksum_key(last), manifest.signature_key(last))
+    for key in files:
+        archive.bucket.delete(key)
+    result = archive.audit()
+    assert result.chain.versions_checked
+    found = marks(result)
+    for key in files:
+        assert found[rel(key)] == (Mark.MISSING, "deleted: a delete marker hides 1 version(s)")
+    archive.bucket.versions_denied = True
+    unversioned = archive.audit()
+    assert not unversioned.chain.versions_checked
+    assert not any(k.startswith("manifests/") for k in marks(unversioned))
+
+
+def test_the_last_manifest_rewritten_with_its_sidecar_is_named_by_its_versions() -> None:
+    archive = Archive()
+    last = archive.manifest(3)
+    forged = dataclasses.replace(last, entries=last.entries[:1])
+    archive.write_manifest(archive.key(3), forged.body(), list(forged.entries))
+    found = marks(archive.audit())
+    assert found[rel(archive.key(3))] == (
+        Mark.DIFFERS,
+        "rewritten: 2 versions of a file written once",
+    )
+
+
 def test_a_sidecar_left_behind_names_its_deleted_manifest() -> None:
     archive = Archive()
+    archive.bucket.versions_denied = True  # what the chain alone shows
     archive.bucket.delete(archive.key(3))  # the last one: no successor, no gap in the days
     found = marks(archive.audit())
     assert found[rel(archive.key(3))] == (
@@ -298,6 +346,7 @@ def test_the_first_manifest_may_not_link_back_and_a_stray_file_is_unlisted() -> 
 
 def test_missing_and_bad_signatures_are_named_only_with_a_public_key() -> None:
     archive = Archive(days=2)
+    archive.bucket.versions_denied = True  # what the chain alone shows
     archive.bucket.delete(manifest.signature_key(archive.key(0)))
     archive.bucket.put(manifest.signature_key(archive.key(1)), b"bm90IGEgc2lnbmF0dXJl\n")
     assert marks(archive.audit()) == {}
