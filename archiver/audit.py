@@ -207,11 +207,17 @@ def _sample(keys: Sequence[str], options: Options) -> frozenset[str]:
 
 
 def check_recording(reader: Reader, entry: Entry, day: date, read_body: bool) -> Checked:
-    """One listed recording: present at its version, its size, sums, lock; bytes when asked."""
+    """One listed recording: present at its version, its size, sums, lock; bytes when asked.
+    A request denied for this object (a permission the auditor lacks) is its `!` line; S3
+    unreachable goes up and ends the audit."""
     try:
-        stored = reader.head(entry.key)
+        return _check(reader, entry, day, read_body)
     except Denied as exc:
         return Checked(Finding(entry.key, Mark.ERROR, (str(exc),)), day, entry.size)
+
+
+def _check(reader: Reader, entry: Entry, day: date, read_body: bool) -> Checked:
+    stored = reader.head(entry.key)
     if stored is None:
         return Checked(Finding(entry.key, Mark.MISSING, (_why_missing(reader, entry),)), day, 0)
     reasons = _differences(entry, stored)

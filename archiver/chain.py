@@ -13,7 +13,10 @@ What a deletion, edit or reordering leaves behind, and where it is reported:
   day missing between the first and the last sealed day (empty days are sealed too), or a
   sidecar or signature left without its manifest;
 - reordered links (`previous` swapped or pointed elsewhere): the link names another key than the
-  manifest one sequence before.
+  manifest one sequence before;
+- on a versioned bucket, any of these: every file here is written once, so a second version or a
+  delete marker is itself the trace (and the only one left when the newest manifests are deleted
+  whole, or the last is rewritten along with its sidecar).
 """
 
 from __future__ import annotations

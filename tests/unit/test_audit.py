@@ -448,11 +448,22 @@ def test_read_data_draws_a_seeded_share_and_the_same_seed_draws_the_same() -> No
     assert {c.method for c in every.recordings} == {Method.READ}
 
 
+def _denied(key: str, version_id: str | None = None) -> tuple[str, int] | None:
+    raise Denied("denied: no s3:GetObjectVersion")
+
+
 def test_a_denied_head_is_an_error_line_and_s3_gone_stops_the_audit() -> None:
     archive = Archive(days=1)
     key = archive.manifest(0).entries[0].key
     archive.bucket.failing[key] = Denied("read from bucket audited denied (AccessDenied): no")
     assert marks(archive.audit())[rel(key)][0] is Mark.ERROR
+    # Denied later, reading the body (no GetObjectVersion, say): the same `!` line.
+    del archive.bucket.failing[key]
+    archive.bucket.objects[key] = dataclasses.replace(
+        archive.bucket.objects[key], checksum_sha256=None
+    )
+    archive.bucket.digest = _denied  # type: ignore[method-assign]
+    assert marks(archive.audit())[rel(key)] == (Mark.ERROR, "denied: no s3:GetObjectVersion")
     archive.bucket.failing[key] = SinkUnavailable("S3 at http://x unreachable")
     with pytest.raises(SinkUnavailable):
         archive.audit()
