@@ -227,7 +227,7 @@ def scan(reader: BucketReader, config: Config, now: datetime, workers: int = WOR
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rebuild") as pool:
         parsed = _read_manifests(reader, prefix, pool, found)
         found.manifests = [sealed for sealed, _ in parsed]
-        found.listed, unusable = latest_listings(parsed, config.retention.mode, now)
+        found.listed, _ = latest_listings(parsed, config.retention.mode, now)
         log.info("rebuild.manifests_read", manifests=len(parsed), recordings=len(found.listed))
         objects = {
             o.key for o in reader.list(prefix) if _OBJECT_KEY.fullmatch(o.key[len(prefix) :])
@@ -236,7 +236,8 @@ def scan(reader: BucketReader, config: Config, now: datetime, workers: int = WOR
         found.missing = sorted(listed_keys - objects)
         for key in found.missing:
             log.warning("rebuild.listed_missing", key=key)
-        unlisted = sorted((objects - listed_keys) | (set(unusable) & objects))
+        # An unusable line's object is among these, unless a later listing of it was usable.
+        unlisted = sorted(objects - listed_keys)
         log.info("rebuild.objects_listed", objects=len(objects), to_head=len(unlisted))
         for key, row in zip(
             unlisted, _map(pool, _header(reader, config, now), unlisted), strict=True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,13 +104,16 @@ def archive(moto_server: str, tmp_path: Path) -> Archive:
 
 def fill(archive: Archive) -> dict[str, Any]:
     """Day 1 sealed with a supplement that lists one recording again (its object replaced by
-    a second version), day 2 sealed with a listed object deleted, day 3 unsealed; a stray."""
+    a second version), day 2 sealed with a listed object deleted and a line without its list
+    entry, day 3 unsealed; a stray."""
     a, b = started(DAY1, 1, 1), started(DAY1, 2, 2, agent1="Carol King")
     first_a = archive.put_recording(a, b"ID3 first")
     archive.seal(DAY1, 0, first_a, archive.put_recording(b))
     archive.seal(DAY1, 1, archive.put_recording(a, b"ID3 again"))
     gone = started(DAY1 + timedelta(days=1), 5, 3)
-    archive.seal(DAY1 + timedelta(days=1), 0, archive.put_recording(gone))
+    # A line whose list entry is unusable: its object is read back by a HEAD instead.
+    odd = replace(archive.put_recording(started(DAY1 + timedelta(days=1), 6, 6)), entry={})
+    archive.seal(DAY1 + timedelta(days=1), 0, archive.put_recording(gone), odd)
     archive.client.delete_object(Bucket=archive.bucket, Key=layout.object_key(PREFIX, gone))
     late = started(DAY3, 20, 4, agent1="Zoë O'Neill")
     archive.put_recording(late)
@@ -131,20 +135,20 @@ def test_rebuild_restores_manifests_objects_and_holds_and_names_what_it_could_no
 
     report = rebuild(archive.config, clock=lambda: NOW, workers=4)
 
-    assert (report.from_manifests, report.from_objects, report.manifests) == (3, 1, 3)
+    assert (report.from_manifests, report.from_objects, report.manifests) == (3, 2, 3)
     assert report.last_sealed_day == (DAY1 + timedelta(days=1)).date()
     assert report.skipped == (made["stray"],)
     assert report.missing == (layout.object_key(PREFIX, made["gone"]),)
     assert len(report.unreadable) == 1 and report.unreadable[0].endswith("-hold-add.json")
     assert report.holds == (made["kept"],)
     audit = archive.client.get_object(Bucket=archive.bucket, Key=report.audit_key)
-    assert json.loads(audit["Body"].read())["counts"]["recordings"] == 4
+    assert json.loads(audit["Body"].read())["counts"]["recordings"] == 5
     with Checkpoint.open(archive.state(), writer=False, create=False) as checkpoint:
         assert_rebuilt(checkpoint, made)
 
 
 def assert_rebuilt(checkpoint: Checkpoint, made: dict[str, Any]) -> None:
-    assert checkpoint.counts()[RecordingState.ARCHIVED] == 4
+    assert checkpoint.counts()[RecordingState.ARCHIVED] == 5
     a = checkpoint.get(made["a"].recording_id)
     assert a is not None
     assert (a.sha256, a.manifest_sequence) == (hashlib.sha256(b"ID3 again").hexdigest(), 2)
@@ -170,7 +174,7 @@ def test_an_existing_checkpoint_is_refused_and_force_moves_it_aside(archive: Arc
     assert "--force" in str(refused.value)
     assert report.moved_aside == archive.state().with_name("state.db.bak-20260110T120000Z")
     assert report.moved_aside.exists()
-    assert report.recordings == 4
+    assert report.recordings == 5
     assert not list(archive.state().parent.glob("*.rebuilding*"))
 
 
