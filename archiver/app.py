@@ -20,6 +20,8 @@ from archiver.config import Config, ReconcileSchedule
 from archiver.cradle import CradleClient
 from archiver.daemon import Daemon
 from archiver.errors import ConfigError, Interrupted, Problem
+from archiver.export import CallHistory, ConversationExporter
+from archiver.listing import WindowLister
 from archiver.metrics import GaugeState, Metrics
 from archiver.models import (
     PassResult,
@@ -135,7 +137,26 @@ class Archiver:
             events=ObservedPass(self.metrics, on_progress),
             retention=self.config.retention,
             audio_check=self.config.audio.check,
+            history=self._history(),
         )
+
+    def _history(self) -> CallHistory | None:
+        if not self.config.conversations.enabled:
+            return None
+        exporter = ConversationExporter(
+            self.config.s3.prefix,
+            self.checkpoint,
+            self.sink,
+            retention=self.config.retention,
+            clock=self.clock,
+            on_exported=self.metrics.conversations_exported,
+        )
+        lister = WindowLister(self.client.list_conversations, self.config.archive, self._check_stop)
+        return CallHistory(lister, exporter, self.checkpoint)
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted("shutdown asked for")
 
     def run_once(self) -> PassResult:
         result = self.new_pass().run()  # raises unless the pass finished (ok or dead_letters)

@@ -20,6 +20,7 @@ import structlog
 
 from archiver.audio import mismatched
 from archiver.config import ArchiveConfig, AudioCheck
+from archiver.conversations import Conversation
 from archiver.errors import (
     ApiUnavailable,
     FatalError,
@@ -62,6 +63,14 @@ class Source(Protocol):
         self, window: Window, listed_from: datetime, listed_until: datetime
     ) -> Listing: ...
     def download(self, recording: Recording, spool: Spool) -> StagedFile: ...
+
+
+class History(Protocol):
+    """The call history's export (export.py's CallHistory), as the pass drives it."""
+
+    def list_window(self, window: Window, horizon: datetime) -> list[Conversation]: ...
+    def export(self, window: Window, conversations: list[Conversation]) -> int: ...
+    def flush(self) -> int: ...
 
 
 class Store(Protocol):
@@ -166,6 +175,7 @@ class Tally:
     bytes: int = 0
     windows: int = 0
     expired: int = 0  # past their retain-until: skipped, or archived unlocked
+    conversations: int = 0  # conversation revisions exported
 
 
 @dataclass(frozen=True)
@@ -210,6 +220,7 @@ class ArchivePass:
         events: PassEvents | None = None,
         retention: RetentionPolicy | None = None,
         audio_check: AudioCheck = AudioCheck.WARN,
+        history: History | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -221,6 +232,7 @@ class ArchivePass:
         self.events: PassEvents = events or NullEvents()
         self.retention = retention or RetentionPolicy()
         self.audio_check = audio_check
+        self.history = history
         self.tally = Tally()
         self._span: tuple[datetime, datetime, datetime] | None = None
 
@@ -247,14 +259,19 @@ class ArchivePass:
             # Persist the starting point now: recomputing it next pass would skip what lies between.
             self.ledger.set_watermark(start)
         log.info("pass.started", watermark=str(watermark), horizon=str(Watermark(horizon)))
+        if self.history is not None:
+            self.history.flush()  # what a killed run kept but never wrote
         for window in walk(start, horizon, self.config.window):
             self._list(window, horizon)
+            conversations = self._list_history(window, horizon)
             self._archive(until=window.end)
             if not self._advance(window):
                 break
+            self._export_history(window, conversations)
         rescan_end = min(start, horizon)
         for window in walk(horizon - self.config.lookback, rescan_end, self.config.window):
             self._list(window, horizon)
+            self._export_history(window, self._list_history(window, horizon))
         self._archive(until=horizon)
 
     def _backfill(self, start: datetime, until: datetime | None, horizon: datetime) -> None:
@@ -271,8 +288,10 @@ class ArchivePass:
         self._span = (start, cursor, end)
         for window in walk(cursor, end, self.config.window):
             self._list(window, horizon)
+            conversations = self._list_history(window, horizon)
             self._report()
             self._archive(until=window.end, since=start - OVERLAP)
+            self._export_history(window, conversations)
             self.ledger.set_backfill_cursor(*key, window.end)
             self._span = (start, window.end, end)
             self._report()
@@ -283,10 +302,19 @@ class ArchivePass:
 
     def _list(self, window: Window, horizon: datetime) -> None:
         """List a window (split while it looks full) and record every new recording as pending."""
-        for leaf, listing in WindowLister(self.source, self.config, self._check_stop).leaves(
-            window, horizon
-        ):
+        for leaf, listing in WindowLister(
+            self.source.list_recordings, self.config, self._check_stop
+        ).leaves(window, horizon):
             self._record(leaf, listing)
+
+    def _list_history(self, window: Window, horizon: datetime) -> list[Conversation]:
+        """The window's conversations, listed beside its recordings (none when not exported)."""
+        return [] if self.history is None else self.history.list_window(window, horizon)
+
+    def _export_history(self, window: Window, conversations: list[Conversation]) -> None:
+        """Once the window is settled: its new conversation revisions, written once."""
+        if self.history is not None:
+            self.tally.conversations += self.history.export(window, conversations)
 
     def _record(self, window: Window, listing: Listing) -> None:
         for reason, raw in listing.malformed:

@@ -56,7 +56,7 @@ from archiver.models import (
 )
 from archiver.retention import Lock
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x43524441  # "CRDA": tells our files from other SQLite databases
 STATES = tuple(RecordingState)
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -187,8 +187,27 @@ CREATE TABLE reconciles (
     report TEXT NOT NULL  -- the JSON report: counts by kind and the differences
 );
 """
+# Version 4: the call history's export. Each conversation's latest revision and the digest of its
+# content (a change is the next revision), and the parts written: a part's bytes are kept, with
+# the revisions it holds recorded, before S3 gets it, so a kill writes the same bytes again.
+_SCHEMA_V4 = """
+CREATE TABLE conversations (
+    uuid TEXT PRIMARY KEY NOT NULL, revision INTEGER NOT NULL CHECK (revision > 0),
+    digest TEXT NOT NULL, started_at INTEGER NOT NULL,
+    recording_ids TEXT NOT NULL,  -- a JSON array: the recordings it names
+    part TEXT NOT NULL, updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX conversations_started ON conversations (started_at);
+CREATE TABLE conversation_parts (
+    key TEXT PRIMARY KEY NOT NULL, body BLOB, revisions INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, written_at INTEGER,
+    CHECK ((body IS NULL) = (written_at IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX conversation_parts_unwritten ON conversation_parts (created_at)
+    WHERE body IS NOT NULL;
+"""
 # Step n turns a version n-1 file into version n; append steps, never edit a released one.
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 _NOT_OURS = "{} is an SQLite database, not a cradle-archiver checkpoint"
 _LINK = "{} is a symbolic link; refusing to follow it (the checkpoint's files must be real files)"
 
@@ -601,6 +620,79 @@ class Checkpoint:
                 " AND body IS NOT NULL",
                 (self._now(), sequence),
             )
+
+    # -- the call history ----------------------------------------------------------------------
+
+    def conversation_revisions(self, uuids: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """uuid -> (latest revision exported, digest of its content), for those known."""
+        found: dict[str, tuple[int, str]] = {}
+        wanted = list(dict.fromkeys(uuids))
+        for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT uuid, revision, digest FROM conversations WHERE uuid IN ({marks})",  # noqa: S608
+                *chunk,
+            )
+            found.update({row[0]: (row[1], row[2]) for row in rows})
+        return found
+
+    def add_conversation_part(self, key: str, body: bytes, revisions: Sequence[Any]) -> None:
+        """Keep a part about to be written and record the revisions it holds, in one
+        transaction. `revisions` are `conversations.Revision`s."""
+        now = self._now()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO conversation_parts (key, body, revisions, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key, body, len(revisions), now),
+            )
+            for revision in revisions:
+                conversation = revision.conversation
+                conn.execute(
+                    "INSERT INTO conversations (uuid, revision, digest, started_at, recording_ids,"
+                    " part, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE"
+                    " SET revision = excluded.revision, digest = excluded.digest,"
+                    " started_at = excluded.started_at, recording_ids = excluded.recording_ids,"
+                    " part = excluded.part, updated_at = excluded.updated_at"
+                    " WHERE excluded.revision > conversations.revision",
+                    (
+                        conversation.uuid,
+                        revision.revision,
+                        conversation.digest,
+                        _micros(conversation.started_at),
+                        json.dumps(list(conversation.recording_ids)),
+                        key,
+                        now,
+                    ),
+                )
+
+    def unwritten_parts(self) -> list[tuple[str, bytes]]:
+        rows = self._query(
+            "SELECT key, body FROM conversation_parts WHERE body IS NOT NULL ORDER BY created_at"
+        )
+        return [(row[0], bytes(row[1])) for row in rows]
+
+    def part_written(self, key: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE conversation_parts SET body = NULL, written_at = ? WHERE key = ?"
+                " AND body IS NOT NULL",
+                (self._now(), key),
+            )
+
+    def conversation_count(self) -> int:
+        return int(self._query("SELECT count(*) FROM conversations")[0][0])
+
+    def conversations_between(self, since: datetime, until: datetime) -> dict[str, list[str]]:
+        """uuid -> the recording ids it names, for conversations started in [since, until)."""
+        rows = self._query(
+            "SELECT uuid, recording_ids FROM conversations WHERE started_at >= ?"
+            " AND started_at < ?",
+            _micros(since),
+            _micros(until),
+        )
+        return {row[0]: json.loads(row[1]) for row in rows}
 
     # -- reconciliation and rebuild -----------------------------------------------------------
 

@@ -594,7 +594,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"retention   ok (versioning and Object Lock on; {config.retention.mode.value} locks"
             f" until each call's start + {config.retention.period})"
         )
+    _check_signing_key(config)
     return EXIT_OK
+
+
+def _check_signing_key(config: Config) -> None:
+    from archiver.errors import Problem
+    from archiver.signing import KeyFileError, Signer
+
+    path = config.manifest.sign_key_file
+    if not config.manifest.enabled or path is None:
+        return
+    try:
+        Signer.from_file(path)
+    except KeyFileError as exc:
+        raise ConfigError(config.source, [Problem("manifest.sign_key_file", str(exc))]) from None
+    print(f"manifests   ok (each signed with the Ed25519 key in {path})")
 
 
 def _audit_s3(args: argparse.Namespace) -> S3Config:

@@ -152,6 +152,11 @@ _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]*$")  # RFC 3986 unreserved: the same i
 
 
 @dataclass(frozen=True)
+class ConversationsConfig:
+    enabled: bool = True  # also export the call history as JSON Lines (conversations.py)
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     """`[webhook]`: the listener for Cradle's end-of-call webhooks (hints, see hints.py)."""
 
@@ -191,6 +196,7 @@ class Config:
     manifest: ManifestConfig = field(default_factory=ManifestConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    conversations: ConversationsConfig = field(default_factory=ConversationsConfig)
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -384,64 +390,57 @@ def parse_config(
     require_credentials: bool = True,
 ) -> Config:
     problems: list[Problem] = []
-    sections = {
-        "cradle",
-        "s3",
-        "archive",
-        "schedule",
-        "state",
-        "server",
-        "retention",
-        "audio",
-        "manifest",
-        "reconcile",
-        "webhook",
+    # One reader per section, named as Config's fields are; each reports every problem it sees.
+    readers: dict[str, Callable[[_Reader], Any]] = {
+        "cradle": lambda read: _read_cradle(read, env, require_credentials),
+        "s3": _read_s3,
+        "archive": _read_archive,
+        "schedule": _read_schedule,
+        "state": _read_state,
+        "server": _read_server,
+        "retention": _read_retention,
+        "audio": _read_audio,
+        "manifest": _read_manifest,
+        "reconcile": _read_reconcile,
+        "webhook": lambda read: _read_webhook(read, env),
+        "conversations": _read_conversations,
     }
-    for name in sorted(set(data) - sections):
+    for name in sorted(set(data) - set(readers)):
         problems.append(Problem(name, "unknown section"))
-    tables: dict[str, Mapping[str, Any]] = {}
-    for name in sections:
+    values = {}
+    for name, reader in readers.items():
         table = data.get(name, {})
         if not isinstance(table, Mapping):
             problems.append(Problem(name, f"must be a table ([{name}])"))
             table = {}
-        tables[name] = table
-
-    cradle = _read_cradle(_Reader(tables["cradle"], "cradle", problems), env, require_credentials)
-    s3 = _read_s3(_Reader(tables["s3"], "s3", problems))
-    archive = _read_archive(_Reader(tables["archive"], "archive", problems))
-    schedule = _read_schedule(_Reader(tables["schedule"], "schedule", problems))
-    state = _read_state(_Reader(tables["state"], "state", problems))
-    read = _Reader(tables["server"], "server", problems)
-    server = ServerConfig(listen=read.get("listen", ServerConfig.listen, _listen))
-    read.unknown()
-    retention = _read_retention(_Reader(tables["retention"], "retention", problems))
-    read = _Reader(tables["audio"], "audio", problems)
-    audio = AudioConfig(check=read.get("check", AudioConfig.check, _choice(AudioCheck)))
-    read.unknown()
-    manifest = _read_manifest(_Reader(tables["manifest"], "manifest", problems))
-    read = _Reader(tables["reconcile"], "reconcile", problems)
-    reconcile = ReconcileConfig(
-        schedule=read.get("schedule", ReconcileConfig.schedule, _choice(ReconcileSchedule))
-    )
-    read.unknown()
-    webhook = _read_webhook(_Reader(tables["webhook"], "webhook", problems), env)
+        values[name] = reader(_Reader(table, name, problems))
     if problems:
         raise ConfigError(source, problems)
-    return Config(
-        source,
-        cradle,
-        s3,
-        archive,
-        schedule,
-        state,
-        server,
-        retention,
-        audio,
-        manifest,
-        reconcile,
-        webhook,
-    )
+    return Config(source, **values)
+
+
+def _read_server(read: _Reader) -> ServerConfig:
+    server = ServerConfig(listen=read.get("listen", ServerConfig.listen, _listen))
+    read.unknown()
+    return server
+
+
+def _read_audio(read: _Reader) -> AudioConfig:
+    audio = AudioConfig(check=read.get("check", AudioConfig.check, _choice(AudioCheck)))
+    read.unknown()
+    return audio
+
+
+def _read_reconcile(read: _Reader) -> ReconcileConfig:
+    schedule = read.get("schedule", ReconcileConfig.schedule, _choice(ReconcileSchedule))
+    read.unknown()
+    return ReconcileConfig(schedule=schedule)
+
+
+def _read_conversations(read: _Reader) -> ConversationsConfig:
+    enabled = read.get("enabled", ConversationsConfig.enabled, _boolean)
+    read.unknown()
+    return ConversationsConfig(enabled=enabled)
 
 
 def _read_cradle(read: _Reader, env: Mapping[str, str], require_credentials: bool) -> CradleConfig:

@@ -30,6 +30,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from archiver.config import CradleConfig
+from archiver.conversations import Conversation
 from archiver.errors import (
     ApiUnavailable,
     ArchiverError,
@@ -48,6 +49,7 @@ from archiver.urls import UrlRefused, checked_url, origin_of, refuse_characters
 log = structlog.get_logger(__name__)
 
 LIST_PATH = "/api/v1/public/recordings"
+CONVERSATIONS_PATH = "/api/v1/public/conversations"
 CHUNK_SIZE = 256 * 1024
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 900.0
@@ -92,6 +94,29 @@ class Listing:
     @property
     def size(self) -> int:
         return len(self.recordings) + len(self.malformed)
+
+    @property
+    def ids(self) -> list[str]:
+        return [recording.recording_id for recording in self.recordings]
+
+
+@dataclass(frozen=True)
+class ConversationListing:
+    """One `/conversations` call's answer. The endpoint gives no `size`, so only a count at
+    `split_threshold` makes it look full."""
+
+    window: Window
+    conversations: list[Conversation]
+    malformed: list[tuple[str, str]] = field(default_factory=list)
+    truncated: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.conversations) + len(self.malformed)
+
+    @property
+    def ids(self) -> list[str]:
+        return [conversation.uuid for conversation in self.conversations]
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -307,6 +332,31 @@ class CradleClient:
         )
         return listing
 
+    def list_conversations(
+        self, window: Window, listed_from: datetime, listed_until: datetime
+    ) -> ConversationListing:
+        """List one window of the call history, as `list_recordings` lists recordings."""
+        params = {"from": format_time(listed_from), "until": format_time(listed_until)}
+        url = self.config.base_url + CONVERSATIONS_PATH
+        started = time.monotonic()
+        try:
+            listing = self._with_retries(
+                lambda: parse_conversations(
+                    window, self._get_json(url, params, "conversations"), self._wall_clock()
+                ),
+                "conversations",
+            )
+        except RecordingFailed as exc:
+            raise ApiUnavailable(f"conversations call refused: {exc}", reason=exc.reason) from exc
+        log.info(
+            "conversations.listed",
+            window=str(window),
+            listed=len(listing.conversations),
+            malformed=len(listing.malformed),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return listing
+
     def probe(self) -> int:
         """One small list call, to prove the credentials (`check`)."""
         end = self._wall_clock().replace(microsecond=0)
@@ -315,9 +365,9 @@ class CradleClient:
         )
         return listing.size
 
-    def _get_json(self, url: str, params: dict[str, str]) -> Any:
+    def _get_json(self, url: str, params: dict[str, str], endpoint: str = "list") -> Any:
         body = bytearray()
-        with self._request(url, params=params, endpoint="list", max_bytes=MAX_LIST_BYTES) as (
+        with self._request(url, params=params, endpoint=endpoint, max_bytes=MAX_LIST_BYTES) as (
             response,
             transfer,
         ):
@@ -620,6 +670,25 @@ def parse_listing(window: Window, body: Any, now: datetime) -> Listing:
         isinstance(size, int) and not isinstance(size, bool) and size > len(body["recordings"])
     )
     return Listing(window, recordings, malformed, truncated)
+
+
+def parse_conversations(window: Window, body: Any, now: datetime) -> ConversationListing:
+    """Validate a conversations response as `parse_listing` does a recordings one."""
+    if not isinstance(body, dict) or not isinstance(body.get("conversations"), list):
+        raise RetriableError(
+            "conversations response has no conversations array", reason="malformed_list"
+        )
+    conversations: list[Conversation] = []
+    malformed: list[tuple[str, str]] = []
+    for entry in body["conversations"]:
+        try:
+            conversations.append(Conversation.from_api(entry, now=now))
+        except MalformedEntry as exc:
+            malformed.append((str(exc), _evidence(entry)))
+        except Exception as exc:  # a validator bug must cost one entry, never the window
+            log.exception("conversation.unreadable", window=str(window))
+            malformed.append((f"entry could not be read: {type(exc).__name__}", _evidence(entry)))
+    return ConversationListing(window, conversations, malformed)
 
 
 def _evidence(entry: Any) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from archiver.conversations import checked_uuid
 from archiver.errors import MalformedEntry
 from archiver.models import (
     EARLIEST_START,
@@ -42,9 +42,6 @@ from archiver.models import (
     parse_time,
 )
 
-# The conversations list's own uuid rule (conversations.py): a hint names the same conversation.
-MAX_UUID_CHARS = 100
-_UUID = re.compile(r"^[A-Za-z0-9._:-]+$")
 # Half the listed window on each side of startedAt: the API's bound semantics are unknown, and
 # its startedAt may be rounded differently in the webhook and in the list.
 HALF_WINDOW = timedelta(seconds=1)
@@ -103,11 +100,8 @@ def parse_hint(body: bytes, received_at: datetime) -> Hint:
         raise MalformedEntry("the body is not JSON") from exc
     if not isinstance(data, dict):
         raise MalformedEntry(f"the body is a JSON {type(data).__name__}, not an object")
-    uuid = data.get("uuid")
-    if not isinstance(uuid, str) or not 0 < len(uuid) <= MAX_UUID_CHARS or not _UUID.match(uuid):
-        raise MalformedEntry("no usable uuid")
     return Hint(
-        uuid=uuid,
+        uuid=checked_uuid(data.get("uuid")),
         started_at=_started_at(data.get("startedAt"), received_at),
         duration_seconds=_duration(data.get("durationSeconds")),
         recordings=len(data["recordings"]) if isinstance(data.get("recordings"), list) else None,

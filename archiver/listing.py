@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
@@ -33,15 +33,22 @@ MIN_WINDOW = timedelta(seconds=1)
 MAX_SPLIT_DEPTH = 16
 
 
-class Listing(Protocol):
+class Listed(Protocol):
+    """What the split rule needs of any list call's answer (recordings or conversations)."""
+
     @property
-    def recordings(self) -> list[Recording]: ...
+    def ids(self) -> list[str]: ...
     @property
     def malformed(self) -> list[tuple[str, str]]: ...
     @property
     def truncated(self) -> bool: ...
     @property
     def size(self) -> int: ...
+
+
+class Listing(Listed, Protocol):
+    @property
+    def recordings(self) -> list[Recording]: ...
 
 
 class Lister(Protocol):
@@ -52,34 +59,39 @@ class Lister(Protocol):
     ) -> Listing: ...
 
 
-def _distinct(listings: Iterable[Listing]) -> int:
+L = TypeVar("L", bound=Listed)
+ListCall = Callable[[Window, datetime, datetime], L]
+
+
+def _distinct(listings: Iterable[Listed]) -> int:
     """Entries across listings, each counted once: neighbouring windows overlap by OVERLAP."""
     ids: set[str] = set()
     raws: set[str] = set()
     for listing in listings:
-        ids.update(recording.recording_id for recording in listing.recordings)
+        ids.update(listing.ids)
         raws.update(raw for _, raw in listing.malformed)
     return len(ids) + len(raws)
 
 
-class WindowLister:
-    """Lists windows for one caller; `check_stop` runs before every list call and raises to stop."""
+class WindowLister(Generic[L]):
+    """Lists windows through one list call (`list_recordings`, `list_conversations`);
+    `check_stop` runs before every call and raises to stop."""
 
     def __init__(
-        self, source: Lister, config: ArchiveConfig, check_stop: Callable[[], None]
+        self, call: ListCall[L], config: ArchiveConfig, check_stop: Callable[[], None]
     ) -> None:
-        self.source = source
+        self.call = call
         self.config = config
         self.check_stop = check_stop
 
-    def leaves(self, window: Window, horizon: datetime) -> Iterator[tuple[Window, Listing]]:
+    def leaves(self, window: Window, horizon: datetime) -> Iterator[tuple[Window, L]]:
         """Every (window, listing) that together list `window` completely, in order, each
         listed as it is reached. No call reaches past `horizon`."""
         yield from self._leaves(window, horizon, 0, self._call(window, horizon))
 
     def _leaves(
-        self, window: Window, horizon: datetime, depth: int, listing: Listing
-    ) -> Iterator[tuple[Window, Listing]]:
+        self, window: Window, horizon: datetime, depth: int, listing: L
+    ) -> Iterator[tuple[Window, L]]:
         threshold = self.config.split_threshold
         if not (listing.truncated or listing.size >= threshold):
             yield window, listing
@@ -113,8 +125,6 @@ class WindowLister:
         for half, half_listing in halves:
             yield from self._leaves(half, horizon, depth + 1, half_listing)
 
-    def _call(self, window: Window, horizon: datetime) -> Listing:
+    def _call(self, window: Window, horizon: datetime) -> L:
         self.check_stop()
-        return self.source.list_recordings(
-            window, window.start - OVERLAP, min(window.end + OVERLAP, horizon)
-        )
+        return self.call(window, window.start - OVERLAP, min(window.end + OVERLAP, horizon))

@@ -91,6 +91,9 @@ class Metrics:
         self.api_requests = counter(PREFIX + "api_requests_total", api_help, ["endpoint", "code"])
         self.download = histogram(PREFIX + "download_seconds", "Download time, retries included.")
         self.upload = histogram(PREFIX + "upload_seconds", "Upload time of a recording to S3.")
+        self.conversations = counter(
+            PREFIX + "conversations_exported_total", "Conversation revisions exported."
+        )
         self.webhook_hints = counter(
             PREFIX + "webhook_hints_total", "Webhook requests and hints, by outcome.", ["outcome"]
         )
@@ -115,6 +118,9 @@ class Metrics:
 
     def audio_mismatch(self) -> None:
         self.audio_mismatches.inc()
+
+    def conversations_exported(self, count: int) -> None:
+        self.conversations.inc(count)
 
     def recording_failed(self, reason: str) -> None:
         self.failed.labels(reason=reason).inc()

@@ -172,7 +172,7 @@ class Reconciler:
         self.retention = retention
         self.clock = clock
         self.stop = stop or threading.Event()
-        self.lister = WindowLister(source, config, self._check_stop)
+        self.lister = WindowLister(source.list_recordings, config, self._check_stop)
 
     def run(self, since: datetime, until: datetime) -> Reconciliation:
         """Reconcile [since, until) (up to the horizon), keep the result and write its audit

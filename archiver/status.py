@@ -24,6 +24,7 @@ class StatusSource(Protocol):
     def malformed_count(self) -> int: ...
     def audio_mismatch_count(self) -> int: ...
     def last_sealed_day(self) -> date | None: ...
+    def conversation_count(self) -> int: ...
     def manifests(self, *, unwritten: bool = False) -> list[SealedManifest]: ...
     def last_reconcile(self) -> dict[str, Any] | None: ...
 
@@ -42,6 +43,7 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
         "malformed_entries": checkpoint.malformed_count(),
         "audio_mismatches": checkpoint.audio_mismatch_count(),
         "last_sealed_day": _day(checkpoint.last_sealed_day()),
+        "conversations": checkpoint.conversation_count(),
         "manifests_unwritten": len(checkpoint.manifests(unwritten=True)),
         "last_pass": _result(checkpoint.last_pass("pass")),
         "last_backfill": _result(checkpoint.last_pass("backfill")),
@@ -96,6 +98,7 @@ def render_text(report: dict[str, Any]) -> str:
     if report["manifests_unwritten"]:
         sealed += f" ({report['manifests_unwritten']} manifest(s) kept, not yet written to S3)"
     lines.append(f"sealed      {sealed}")
+    lines.append(f"history     {report['conversations']} conversations exported")
     if report["audio_mismatches"]:
         lines.append(
             f"audio       {report['audio_mismatches']} archived with a length far from the list's"

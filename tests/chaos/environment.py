@@ -186,7 +186,7 @@ def _the_daemon_waits_out_a_forbidden_key(
     report.note(f"403: {requests} requests and {len(passes)} failed passes in {watch:.0f}s")
     forbidden.set_faults(forbid=False)
     expected = valid_recordings(forbidden)
-    done = wait_for(lambda: len(bucket.object_keys()) >= len(expected), 60, 0.25)
+    done = wait_for(lambda: len(bucket.recording_keys()) >= len(expected), 60, 0.25)
     report.check(done, "after the key was allowed again the daemon did not archive everything")
     daemon.send(signal.SIGTERM)
     run = daemon.wait(30)

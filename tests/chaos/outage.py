@@ -94,7 +94,7 @@ def _stop_s3_midway(
 ) -> float:
     """Stops S3 once `p.stop_at` of the recordings are in the bucket; when it stopped."""
     threshold = max(1, int(expected * p.stop_at))
-    reached = wait_for(lambda: len(bucket.object_keys()) >= threshold or not proc.alive(), 120)
+    reached = wait_for(lambda: len(bucket.recording_keys()) >= threshold or not proc.alive(), 120)
     report.check(reached and proc.alive(), "the pass ended before S3 could be stopped")
     s3.stop()
     stopped = time.monotonic()
@@ -110,7 +110,7 @@ def _daemon_rides_it_out(
     time.sleep(p.down_for)
     report.check(proc.alive(), "the daemon died during the S3 outage")
     s3.start()
-    done = wait_for(lambda: len(bucket.object_keys()) >= expected, 180, 0.5)
+    done = wait_for(lambda: len(bucket.recording_keys()) >= expected, 180, 0.5)
     report.check(done, "the daemon did not finish the work after S3 came back")
     time.sleep(1)
     report.check(proc.alive(), "the daemon is not running after the outage")

@@ -87,7 +87,7 @@ class Report:
         nothing was dead-lettered for it, and the watermark passed nothing unarchived."""
         verify = lab.cli("verify", config=config)
         self.clean_exit(verify, (0,), "verify right after the failed pass")
-        present = set(bucket.object_keys())
+        present = set(bucket.recording_keys())
         with lab.checkpoint(config) as checkpoint:
             watermark = checkpoint.watermark().position
             claimed = {row.key for row in checkpoint.archived()}

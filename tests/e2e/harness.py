@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
+from archiver.layout import recording_id_from_key
 from archiver.simulator import Simulator, SimulatorOptions
 from tests.builders import write_toml
 
@@ -32,21 +33,20 @@ class Bucket:
     client: Any
 
     def objects(self) -> dict[str, dict[str, Any]]:
-        """Every object: key -> size, sha256 of the body, metadata, tags, content type."""
+        """Every recording's object: key -> size, sha256 of the body, metadata, tags, content
+        type (manifests, audit records and the call history's parts are left out)."""
         found: dict[str, dict[str, Any]] = {}
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                got = self.client.get_object(Bucket=self.name, Key=key)
-                body = got["Body"].read()
-                tags = self.client.get_object_tagging(Bucket=self.name, Key=key)["TagSet"]
-                found[key] = {
-                    "size": len(body),
-                    "sha256": hashlib.sha256(body).hexdigest(),
-                    "metadata": got["Metadata"],
-                    "content_type": got["ContentType"],
-                    "tags": {t["Key"]: t["Value"] for t in tags},
-                }
+        for key in self.recording_keys():
+            got = self.client.get_object(Bucket=self.name, Key=key)
+            body = got["Body"].read()
+            tags = self.client.get_object_tagging(Bucket=self.name, Key=key)["TagSet"]
+            found[key] = {
+                "size": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "metadata": got["Metadata"],
+                "content_type": got["ContentType"],
+                "tags": {t["Key"]: t["Value"] for t in tags},
+            }
         return found
 
     def object_keys(self) -> list[str]:
@@ -55,6 +55,10 @@ class Bucket:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name)
             for item in page.get("Contents", [])
         ]
+
+    def recording_keys(self) -> list[str]:
+        """The keys of recordings (`.../<uuid>.mp3`), not of our other objects."""
+        return [key for key in self.object_keys() if recording_id_from_key(key) is not None]
 
     def multipart_uploads(self) -> list[Any]:
         return self.client.list_multipart_uploads(Bucket=self.name).get("Uploads", [])

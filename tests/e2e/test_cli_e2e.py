@@ -102,7 +102,7 @@ def test_boundaries_and_late_arrivals_are_caught(
         second = cli("run", "--once", config=config)
         assert second.returncode == 0, second.stderr[-2000:]
         wanted = expected_objects(sim, prefix=f"{bounds}/")
-        keys = [k for k in bucket.object_keys() if k.startswith(f"{bounds}/")]
+        keys = [k for k in bucket.recording_keys() if k.startswith(f"{bounds}/")]
         assert sorted(keys) == sorted(wanted)
         assert sim.stats()["violations"] == 0
 
@@ -235,7 +235,7 @@ def test_verify_retry_and_check(tmp_path: Path, simulator: Any, bucket: Bucket) 
 
     verify = cli("verify", config=config)
     assert verify.returncode == 0 and "0 missing" in verify.stdout
-    victim = bucket.object_keys()[0]
+    victim = bucket.recording_keys()[0]
     bucket.client.delete_object(Bucket=bucket.name, Key=victim)
     verify = cli("verify", config=config)
     assert verify.returncode == 3 and f"missing: {victim}" in verify.stdout

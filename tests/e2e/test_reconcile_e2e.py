@@ -121,7 +121,7 @@ def test_a_recording_listed_late_below_the_watermark_is_found_queued_and_archive
     world.hide_late()
     config = world.config(tmp_path, bucket)
     run_once(config)
-    assert set(bucket.object_keys()) & set(world.keys()) == set(on_time)
+    assert set(bucket.recording_keys()) & set(world.keys()) == set(on_time)
 
     world.show_late()  # listed now, but below the watermark and an hour beyond the lookback
     code, report = world.reconcile(config)
@@ -134,7 +134,7 @@ def test_a_recording_listed_late_below_the_watermark_is_found_queued_and_archive
 
     archived = {e["recording_id"] for e in run_once(config) if e["event"] == "recording.archived"}
     assert archived == set(late.values())
-    assert set(world.keys()) <= set(bucket.object_keys())
+    assert set(world.keys()) <= set(bucket.recording_keys())
 
     code, report = world.reconcile(config)
     assert (code, report["unexplained"], report["differences"]) == (0, 0, [])
@@ -149,7 +149,7 @@ def test_an_object_gone_from_the_bucket_is_requeued_and_a_stray_one_reported(
     config = world.config(tmp_path, bucket)
     run_once(config)
     keys = world.keys()
-    assert set(keys) <= set(bucket.object_keys())
+    assert set(keys) <= set(bucket.recording_keys())
     deleted = sorted(keys)[0]
     bucket.client.delete_object(Bucket=bucket.name, Key=deleted)
     stray = f"calls/{world.day:%Y/%m/%d}/{uuid.uuid4()}.mp3"
@@ -165,7 +165,7 @@ def test_an_object_gone_from_the_bucket_is_requeued_and_a_stray_one_reported(
 
     archived = {e["recording_id"] for e in run_once(config) if e["event"] == "recording.archived"}
     assert archived == {keys[deleted]}
-    assert deleted in bucket.object_keys()
+    assert deleted in bucket.recording_keys()
 
     bucket.client.delete_object(Bucket=bucket.name, Key=stray)
     code, report = world.reconcile(config)

@@ -76,7 +76,7 @@ def test_every_object_is_locked_until_its_call_plus_the_period_and_old_ones_foll
     wanted = recordings_in(sim, bucket)
     expired = {k for k, rec in wanted.items() if Period(days=2).after(rec.started_at) <= now}
     assert expired and len(expired) < len(wanted)
-    keys = set(bucket.object_keys())
+    keys = set(bucket.recording_keys())
     assert keys == set(wanted) - expired  # the expired ones were skipped, never downloaded
     for key in keys:
         head = bucket.client.head_object(Bucket=bucket.name, Key=key)
@@ -109,7 +109,7 @@ def test_with_expired_archive_old_calls_are_kept_unlocked(
     assert result.returncode == 0, result.stderr[-3000:]
     now = datetime.now(UTC)
     wanted = recordings_in(sim, bucket)
-    assert set(bucket.object_keys()) == set(wanted)
+    assert set(bucket.recording_keys()) == set(wanted)
     modes = {
         key: bucket.client.head_object(Bucket=bucket.name, Key=key).get("ObjectLockMode")
         for key in wanted
@@ -223,7 +223,7 @@ def test_a_hold_by_number_holds_exactly_the_matching_objects_now_and_when_archiv
         config=config,
     )
     assert first_half.returncode == 0, first_half.stderr[-2000:]
-    archived_first = set(bucket.object_keys())
+    archived_first = set(bucket.recording_keys())
     hold = cli("hold", "add", "--number", number, "--reason", "case 42", config=config)
     assert hold.returncode == 0, hold.stderr[-2000:]
     rest = cli("run", "--once", config=config)
@@ -234,7 +234,7 @@ def test_a_hold_by_number_holds_exactly_the_matching_objects_now_and_when_archiv
         for key, rec in records.items()
         if number in (rec.entry.get("cradleNumber"), rec.entry.get("thirdPartyNumber"))
     }
-    objects = [k for k in bucket.object_keys() if not k.startswith("calls/audit/")]
+    objects = [k for k in bucket.recording_keys() if not k.startswith("calls/audit/")]
     assert set(objects) == set(records)
     assert {key for key in objects if legally_held(bucket, key)} == matching
     assert matching & archived_first and matching - archived_first  # both paths were used

@@ -1,0 +1,176 @@
+"""The call history: conversations as the API lists them, checked, and exported as JSON Lines.
+
+A conversation is kept as the API gave it (the export is the record, not our reading of it), but
+only after the fields we rely on are checked like any hostile input: a string `uuid`, a
+`startedAt` from 2000 to a day after now, and `recordings` (when present) a list. Its `revision`
+counts the distinct contents seen for its uuid: the first is 1, and one listed again later with
+other content (a status settled, a user added) is written again as the next revision.
+
+A window's new revisions go into one part per UTC day of their `startedAt`, under Hive-style
+partitions, gzip JSON Lines: `{prefix}conversations/year=YYYY/month=MM/day=DD/part-{window start,
+YYYYMMDDTHHMMSSZ}-{first 12 hex of the part's SHA-256}.jsonl.gz`. Each line is the conversation
+plus `schema_version` (1), `revision` and `archived_at`. Athena, DuckDB and Spark read that
+layout as a table partitioned by year, month and day (docs/athena.md).
+
+This module is pure; exporting windows (what is new, kept and written once) is export.py's.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from archiver.errors import MalformedEntry
+from archiver.models import (
+    EARLIEST_START,
+    FUTURE_SLACK,
+    Window,
+    format_time,
+    parse_time,
+    recording_id_from_url,
+)
+
+SCHEMA_VERSION = 1
+EXPORT_DIR = "conversations/"
+MAX_UUID_CHARS = 100
+_SAFE_UUID = re.compile(r"^[A-Za-z0-9._:-]+$")
+_PART_DAY = re.compile(r"/year=(\d{4})/month=(\d{2})/day=(\d{2})/part-[^/]*$")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One entry of `GET /conversations`, checked; `raw` is the entry itself."""
+
+    uuid: str
+    started_at: datetime
+    raw: Mapping[str, Any]
+    recording_ids: tuple[str, ...] = ()  # ids of the recording urls it names (readable ones)
+
+    @classmethod
+    def from_api(cls, entry: Any, *, now: datetime) -> Conversation:
+        if not isinstance(entry, dict):
+            raise MalformedEntry(f"conversation is a {type(entry).__name__}, not an object")
+        uuid = checked_uuid(entry.get("uuid"))
+        started = entry.get("startedAt")
+        try:
+            if not isinstance(started, str):
+                raise TypeError("not a string")
+            started_at = parse_time(started)
+        except (ValueError, TypeError) as exc:
+            raise MalformedEntry(f"conversation {uuid}: invalid startedAt") from exc
+        if not EARLIEST_START <= started_at <= now + FUTURE_SLACK:
+            raise MalformedEntry(f"conversation {uuid}: startedAt out of range")
+        recordings = entry.get("recordings", [])
+        if recordings is None:
+            recordings = []
+        if not isinstance(recordings, list):
+            raise MalformedEntry(f"conversation {uuid}: recordings is not a list")
+        try:
+            canonical(entry)
+        except (ValueError, TypeError) as exc:  # a lone surrogate, a NaN: not storable as JSON
+            raise MalformedEntry(f"conversation {uuid}: not storable as JSON ({exc})") from exc
+        return cls(uuid, started_at, entry, tuple(_recording_ids(recordings)))
+
+    @property
+    def digest(self) -> str:
+        """Of the content as the API gave it: a change of any field is a new revision."""
+        return hashlib.sha256(canonical(self.raw)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A conversation's content to export, with its revision number."""
+
+    conversation: Conversation
+    revision: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """One gzip JSON Lines object of exported revisions."""
+
+    key: str
+    day: date
+    body: bytes  # gzip
+    revisions: tuple[Revision, ...] = field(default_factory=tuple)
+
+
+def checked_uuid(value: Any) -> str:
+    """A conversation's uuid (from a list or a webhook), lower-cased: a string of at most
+    MAX_UUID_CHARS uuid-ish characters, so it is safe in a log line, a key and a query."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_UUID_CHARS:
+        raise MalformedEntry("conversation has no usable uuid")
+    if not _SAFE_UUID.match(value):
+        raise MalformedEntry("conversation uuid has characters a uuid has not")
+    return value.lower()
+
+
+def canonical(value: Any) -> bytes:
+    """One byte string per JSON value: sorted keys, no spaces, UTF-8, NaN refused."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def parts(
+    prefix: str, window: Window, revisions: Iterable[Revision], archived_at: datetime
+) -> list[Part]:
+    """The window's revisions as one part per UTC day of their `startedAt`, lines in uuid order."""
+    by_day: dict[date, list[Revision]] = {}
+    for revision in revisions:
+        by_day.setdefault(revision.conversation.started_at.astimezone(UTC).date(), []).append(
+            revision
+        )
+    built = []
+    for day, group in sorted(by_day.items()):
+        group.sort(key=lambda r: (r.conversation.uuid, r.revision))
+        lines = b"".join(_line(r, archived_at) for r in group)
+        # mtime 0: the same lines always give the same bytes (and so the same key).
+        body = gzip.compress(lines, compresslevel=6, mtime=0)
+        built.append(Part(part_key(prefix, window, day, body), day, body, tuple(group)))
+    return built
+
+
+def part_key(prefix: str, window: Window, day: date, body: bytes) -> str:
+    stamp = window.start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    short = hashlib.sha256(body).hexdigest()[:12]
+    return f"{prefix}{EXPORT_DIR}year={day:%Y}/month={day:%m}/day={day:%d}/part-{stamp}-{short}.jsonl.gz"
+
+
+def part_day(key: str) -> date | None:
+    """The day a part's key partitions it under (None for a key of another shape)."""
+    match = _PART_DAY.search(key)
+    if match is None:
+        return None
+    try:
+        return date(*(int(group) for group in match.groups()))
+    except ValueError:
+        return None
+
+
+def _line(revision: Revision, archived_at: datetime) -> bytes:
+    exported = dict(revision.conversation.raw)
+    exported.update(
+        schema_version=SCHEMA_VERSION,
+        revision=revision.revision,
+        archived_at=format_time(archived_at),
+    )
+    return canonical(exported) + b"\n"
+
+
+def _recording_ids(recordings: list[Any]) -> Iterable[str]:
+    """The ids of the recording urls a conversation names; an unreadable one is skipped (the
+    conversation is still kept as given, and reconcile reports the recording it cannot find)."""
+    for item in recordings:
+        url = item.get("url") if isinstance(item, dict) else None
+        if isinstance(url, str):
+            try:
+                yield recording_id_from_url(url)
+            except MalformedEntry:
+                continue
