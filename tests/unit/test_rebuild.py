@@ -24,6 +24,7 @@ from archiver.rebuild_scan import (
     row_from_object,
 )
 from archiver.retention import LockMode
+from benchmarks import rebuild_scale
 from tests.builders import RECORDING_ID, entry, recording
 
 NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)
@@ -264,3 +265,12 @@ def test_a_checkpoint_is_moved_aside_with_its_wal_and_shm_under_one_name(tmp_pat
     assert second.read_bytes() == b"second"
     assert not state.exists()
     assert move_aside(state, NOW) is None
+
+
+def test_the_benchmark_bucket_holds_its_unsealed_calls_after_the_last_sealed_day() -> None:
+    calls = list(rebuild_scale.recordings(250, 50))
+    sealed_end = rebuild_scale.FIRST_DAY + timedelta(days=rebuild_scale.DAYS)
+
+    assert len({call.recording_id for call in calls}) == 250
+    assert sum(call.started_at < sealed_end for call in calls) == 200
+    assert all(call.started_at.date() == sealed_end.date() for call in calls[200:])
