@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -21,6 +22,8 @@ from archiver.cradle import CradleClient
 from archiver.daemon import Daemon
 from archiver.errors import ConfigError, Interrupted, Problem
 from archiver.export import CallHistory, ConversationExporter
+from archiver.hint_worker import HintWorker
+from archiver.hints import HintBudget, HintQueue
 from archiver.listing import WindowLister
 from archiver.metrics import GaugeState, Metrics
 from archiver.models import (
@@ -40,6 +43,7 @@ from archiver.seal import Sealer
 from archiver.signing import KeyFileError, Signer
 from archiver.sink import BucketReader, S3Sink
 from archiver.spool import Spool
+from archiver.webhook import WebhookReceiver
 
 log = structlog.get_logger(__name__)
 
@@ -85,15 +89,33 @@ class Archiver:
         self.checkpoint = Checkpoint.open(config.state.path, writer=True)
         self.metrics = Metrics(self._gauge_state, clock=clock)
         self.notifier = Notifier()
+        self.hints = self._hint_worker(config)
         try:
-            self.client = CradleClient(
-                config.cradle, stop=self.stop, on_response=self.metrics.api_response
-            )
+            self.client = CradleClient(config.cradle, stop=self.stop, on_response=self._response)
             self.sink = S3Sink(config.s3)
             self.sealer = self._sealer(config)
         except BaseException:
             self.checkpoint.close()
             raise
+
+    def _hint_worker(self, config: Config) -> HintWorker | None:
+        """With `webhook.listen` set: the hints' queue and their worker (the passes' own)."""
+        if config.webhook.address is None:
+            return None
+        return HintWorker(
+            HintQueue(count=self.metrics.webhook_hint),
+            HintBudget(),
+            lambda hint: self.new_pass().hinted(hint),
+            count=self.metrics.webhook_hint,
+            observe=self.metrics.observe_hint_to_archive,
+            clock=self.clock,
+        )
+
+    def _response(self, endpoint: str, code: int) -> None:
+        """Every Cradle response: counted, and charged to a pass or a hint (their shares)."""
+        self.metrics.api_response(endpoint, code)
+        if self.hints is not None:
+            self.hints.charge()
 
     def _sealer(self, config: Config) -> Sealer | None:
         if not config.manifest.enabled:
@@ -138,6 +160,7 @@ class Archiver:
             retention=self.config.retention,
             audio_check=self.config.audio.check,
             history=self._history(),
+            interlude=self.hints.work if self.hints is not None else None,
         )
 
     def _history(self) -> CallHistory | None:
@@ -159,7 +182,8 @@ class Archiver:
             raise Interrupted("shutdown asked for")
 
     def run_once(self) -> PassResult:
-        result = self.new_pass().run()  # raises unless the pass finished (ok or dead_letters)
+        with self.hints.pass_running() if self.hints is not None else nullcontext():
+            result = self.new_pass().run()  # raises unless it finished (ok or dead_letters)
         self.metrics.pass_succeeded(result.finished_at)
         self.seal()
         return result
@@ -213,13 +237,35 @@ class Archiver:
             on_idle=ping,
             on_stopping=notifier.stopping,
             idle_every=min(5.0, notifier.watchdog_interval or 5.0),
+            between=self._between_passes if self.hints is not None else None,
         )
         probe = self._probe(daemon)  # binds first: a taken port fails before any pass
+        receiver = self._receiver()
         try:
             return daemon.run()
         finally:
+            if receiver is not None:
+                receiver.stop()
             if probe is not None:
                 probe.stop()
+
+    def _receiver(self) -> WebhookReceiver | None:
+        address = self.config.webhook.address
+        if self.hints is None or address is None:
+            return None
+        receiver = WebhookReceiver(
+            address, self.config.webhook.token, self.hints.queue, count=self.metrics.webhook_hint
+        )
+        receiver.start()
+        return receiver
+
+    def _between_passes(self) -> None:
+        """The worker's turn between passes: the hints that are due."""
+        if self.hints is not None:
+            try:
+                self.hints.work()
+            except Interrupted:
+                log.info("hints.interrupted")
 
     def _probe(self, daemon: Daemon) -> ProbeServer | None:
         address = self.config.server.address

@@ -27,6 +27,7 @@ from archiver.errors import (
     Interrupted,
     RecordingFailed,
 )
+from archiver.hints import Hint
 from archiver.holds import HoldRule
 from archiver.listing import OVERLAP, Listing, WindowLister
 from archiver.models import (
@@ -63,6 +64,15 @@ class Source(Protocol):
         self, window: Window, listed_from: datetime, listed_until: datetime
     ) -> Listing: ...
     def download(self, recording: Recording, spool: Spool) -> StagedFile: ...
+
+
+@dataclass(frozen=True)
+class HintResult:
+    """What serving a hint did: whether the call's recordings are all settled now, and the ids
+    it archived."""
+
+    complete: bool
+    archived: list[str]
 
 
 class History(Protocol):
@@ -117,6 +127,7 @@ class Ledger(Protocol):
         audio_mismatch: bool = False,
         version_id: str | None = None,
     ) -> None: ...
+    def count_settled(self, *, since: datetime, until: datetime) -> int: ...
     def mark_expired(self, recording_id: str) -> None: ...
     def holds(self) -> list[HoldRule]: ...
     def record_failure(
@@ -221,6 +232,7 @@ class ArchivePass:
         retention: RetentionPolicy | None = None,
         audio_check: AudioCheck = AudioCheck.WARN,
         history: History | None = None,
+        interlude: Callable[[], object] | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -233,7 +245,10 @@ class ArchivePass:
         self.retention = retention or RetentionPolicy()
         self.audio_check = audio_check
         self.history = history
+        # Between two windows (nothing in flight): where webhook hints get their turn.
+        self.interlude = interlude or (lambda: None)
         self.tally = Tally()
+        self.archived_ids: list[str] = []
         self._span: tuple[datetime, datetime, datetime] | None = None
 
     # -- entry points ----------------------------------------------------------------------
@@ -246,8 +261,38 @@ class ArchivePass:
         """Archive [start, until) without moving the daemon's watermark; resumable."""
         return self._guarded("backfill", lambda horizon: self._backfill(start, until, horizon))
 
+    def hinted(self, hint: Hint) -> HintResult:
+        """Serve a webhook hint: list the call's window for its conversation and recordings
+        and archive what is new there now, the watermark untouched (the sweep still lists the
+        window in its turn). Nothing from the webhook is used but the uuid and the times."""
+        window = hint.window
+        horizon = self._now()
+        conversation = None
+        if self.history is not None:
+            listed = self.history.list_window(window, horizon)
+            conversation = next((c for c in listed if c.uuid == hint.uuid), None)
+        self._list(window, horizon)
+        self._archive(until=window.end + OVERLAP, since=window.start - OVERLAP)
+        return HintResult(self._hint_complete(hint, window, conversation), self.archived_ids)
+
+    def _hint_complete(self, hint: Hint, window: Window, conversation: Conversation | None) -> bool:
+        """Whether what the call announced is all settled (archived, dead-lettered, expired)."""
+        if conversation is not None:
+            rows = [self.ledger.get(rid) for rid in conversation.recording_ids]
+            return all(row is not None and row.state is not RecordingState.PENDING for row in rows)
+        if self.history is not None or hint.recordings is None:
+            return False  # not listed yet: the conversation names what to wait for
+        settled = self.ledger.count_settled(
+            since=window.start - OVERLAP, until=window.end + OVERLAP
+        )
+        return settled >= hint.recordings
+
     def horizon(self) -> datetime:
         now = self.clock() - self.config.settle_delay
+        return now.replace(microsecond=(now.microsecond // 1000) * 1000)
+
+    def _now(self) -> datetime:
+        now = self.clock()
         return now.replace(microsecond=(now.microsecond // 1000) * 1000)
 
     # -- the walks -------------------------------------------------------------------------
@@ -268,10 +313,12 @@ class ArchivePass:
             if not self._advance(window):
                 break
             self._export_history(window, conversations)
+            self.interlude()
         rescan_end = min(start, horizon)
         for window in walk(horizon - self.config.lookback, rescan_end, self.config.window):
             self._list(window, horizon)
             self._export_history(window, self._list_history(window, horizon))
+            self.interlude()
         self._archive(until=horizon)
 
     def _backfill(self, start: datetime, until: datetime | None, horizon: datetime) -> None:
@@ -520,6 +567,7 @@ class ArchivePass:
         # Only now: a kill before this line leaves the body staged for the next process.
         self.spool.discard(staged)
         self.tally.archived += 1
+        self.archived_ids.append(recording.recording_id)
         self.tally.bytes += staged.size
         self.events.archived(recording, staged.size, upload.download_seconds, upload_seconds)
         self._report()

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 log = structlog.get_logger(__name__)
@@ -33,8 +34,12 @@ class Daemon:
         idle_every: float = 5.0,
         on_ready: Callable[[], object] | None = None,
         on_stopping: Callable[[], object] | None = None,
+        between: Callable[[], Any] | None = None,
+        between_every: float = 1.0,
     ) -> None:
         self.tick = tick
+        self.between = between
+        self.between_every = between_every
         self.interval = interval
         self.shutdown_timeout = shutdown_timeout
         self.stop = stop
@@ -46,22 +51,29 @@ class Daemon:
         self.running = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
-        self.scheduler = BackgroundScheduler(timezone=UTC)
+        # One worker thread for every job: the pass and the work between passes (webhook hints)
+        # never run at once, so the Cradle API never sees two requests in flight.
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=1)}
+        )
 
     def _job(self) -> None:
+        self._run_job(self.tick, "daemon.pass_failed", count=True)
+
+    def _between_job(self) -> None:
+        if self.between is not None:
+            self._run_job(self.between, "daemon.between_failed", count=False)
+
+    def _run_job(self, work: Callable[[], Any], failed: str, *, count: bool) -> None:
         if self.stop.is_set():
             return
         self._idle.clear()
         try:
-            self.tick()
+            work()
         except Exception as exc:  # a failed pass must not stop the daemon
-            log.error(
-                "daemon.pass_failed",
-                error=f"{type(exc).__name__}: {exc}",
-                next_in=self.interval.total_seconds(),
-            )
+            log.error(failed, error=f"{type(exc).__name__}: {exc}")
         finally:
-            self.passes += 1
+            self.passes += int(count)
             self._idle.set()
 
     def alive(self) -> bool:
@@ -80,6 +92,16 @@ class Daemon:
             misfire_grace_time=None,
             id="archive-pass",
         )
+        if self.between is not None:
+            self.scheduler.add_job(
+                self._between_job,
+                "interval",
+                seconds=self.between_every,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                id="between-passes",
+            )
         self.scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
         self.scheduler.start()
         self.running.set()
@@ -98,4 +120,5 @@ class Daemon:
         return clean
 
     def _skipped(self, event: JobEvent) -> None:
-        log.warning("daemon.pass_skipped", reason="the previous pass is still running")
+        if event.job_id == "archive-pass":  # the work between passes waits for a pass quietly
+            log.warning("daemon.pass_skipped", reason="the previous pass is still running")

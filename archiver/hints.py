@@ -87,8 +87,10 @@ class Hint:
 
     @property
     def window(self) -> Window:
-        """The 2-second window around startedAt that the worker lists."""
-        return Window(self.started_at - HALF_WINDOW, self.started_at + HALF_WINDOW)
+        """What the worker lists: a second either side of startedAt, and on to the call's end
+        when its duration is known (a transfer's second recording starts later in the call)."""
+        length = timedelta(seconds=self.duration_seconds or 0)
+        return Window(self.started_at - HALF_WINDOW, self.started_at + length + HALF_WINDOW)
 
 
 def parse_hint(body: bytes, received_at: datetime) -> Hint:

@@ -170,3 +170,11 @@ def test_a_hint_lists_two_seconds_around_its_start() -> None:
 def test_a_budget_share_must_be_a_fraction(share: float, burst: float) -> None:
     with pytest.raises(ValueError):
         HintBudget(share, burst)
+
+
+def test_a_hint_with_a_duration_lists_on_to_the_call_s_end() -> None:
+    body = b'{"uuid": "x", "startedAt": "2026-11-30T07:58:00Z", "durationSeconds": 300}'
+    assert parse_hint(body, T0).window == Window(
+        datetime(2026, 11, 30, 7, 57, 59, tzinfo=UTC),
+        datetime(2026, 11, 30, 8, 3, 1, tzinfo=UTC),
+    )

@@ -1,0 +1,107 @@
+"""Serving webhook hints on the one worker that runs the passes.
+
+The Cradle API allows one request in flight, so hints are never served beside a pass: the
+daemon's single worker thread serves them between passes (a job every second) and a running pass
+hands over between two windows (its interlude), where nothing of its own is in flight. While a
+pass runs, hints are held to their share of the requests (hints.HintBudget, 20 %), so a flood of
+webhooks can slow the sweep by a fifth at most, never stop it.
+
+A hint that finds its call's recordings all settled is done; one that finds them not listed yet
+is tried again on the queue's schedule (10 s, 30 s, 1 min, 2 min, 5 min), then dropped: the sweep
+stays the truth.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import structlog
+
+from archiver.archive import HintResult
+from archiver.errors import Interrupted
+from archiver.hints import Count, Hint, HintBudget, HintOutcome, HintQueue
+from archiver.models import utc_now
+
+log = structlog.get_logger(__name__)
+
+
+class HintWorker:
+    def __init__(
+        self,
+        queue: HintQueue,
+        budget: HintBudget,
+        serve: Callable[[Hint], HintResult],
+        *,
+        count: Count,
+        observe: Callable[[float], None],
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.queue = queue
+        self.budget = budget
+        self.serve = serve
+        self.count = count
+        self.observe = observe
+        self.clock = clock
+        self._serving = threading.local()
+
+    @property
+    def serving(self) -> bool:
+        """Whether this thread is serving a hint now (its requests are charged to hints)."""
+        return bool(getattr(self._serving, "on", False))
+
+    def charge(self, requests: int = 1) -> None:
+        """A Cradle request was made: charged to whoever made it."""
+        if self.serving:
+            self.budget.charge_hint(requests)
+        else:
+            self.budget.charge_pass(requests)
+
+    @contextmanager
+    def pass_running(self) -> Iterator[None]:
+        with self.budget.pass_running():
+            yield
+
+    def work(self) -> int:
+        """Serve the hints that are due while the budget allows; returns how many were tried."""
+        tried = 0
+        while self.budget.allows_hint():
+            hint = self.queue.due(self.clock())
+            if hint is None:
+                break
+            self._try(hint)
+            tried += 1
+        return tried
+
+    def _try(self, hint: Hint) -> None:
+        self._serving.on = True
+        try:
+            result = self.serve(hint)
+        except Interrupted:
+            self.queue.retry_later(hint, self.clock())
+            raise
+        except Exception as exc:  # the API or S3 failing: the hint waits its next turn
+            log.warning("hint.failed", uuid=hint.uuid, error=f"{type(exc).__name__}: {exc}")
+            self.queue.retry_later(hint, self.clock())
+            return
+        finally:
+            self._serving.on = False
+        now = self.clock()
+        for recording_id in result.archived:
+            self.count(HintOutcome.ARCHIVED)
+            seconds = (now - hint.received_at).total_seconds()
+            self.observe(seconds)
+            log.info("hint.archived", uuid=hint.uuid, recording_id=recording_id, seconds=seconds)
+        if result.complete:
+            self.queue.done(hint)
+            log.info("hint.done", uuid=hint.uuid, archived=len(result.archived))
+            return
+        retry_at = self.queue.retry_later(hint, now)
+        log.info(
+            "hint.waiting",
+            uuid=hint.uuid,
+            archived=len(result.archived),
+            retry_at=retry_at.isoformat() if retry_at else None,
+        )
