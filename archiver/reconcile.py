@@ -12,7 +12,9 @@ with its explanation:
 - the checkpoint against the bucket: an archived recording whose object is gone goes back to
   pending (and, once archived again, into a supplement manifest); an object under the period's
   day folders that the checkpoint does not know is reported, never touched;
-- the checkpoint alone: dead-lettered recordings, with their reasons.
+- the checkpoint alone: dead-lettered recordings, with their reasons;
+- the conversations against the recordings: every recording a conversation names must be
+  archived (reconcile_history.py).
 
 It walks the period a UTC day at a time, so memory holds one day's ids whatever the period, and
 the bucket is listed per day folder (one listing, not a HEAD per recording; a HEAD confirms each
@@ -27,13 +29,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
 from typing import Any, Protocol
 
 import structlog
 
 from archiver import layout, trail
 from archiver.config import ArchiveConfig
+from archiver.differences import Difference, Kind
 from archiver.errors import Interrupted, UsageError
 from archiver.listing import Lister, WindowLister
 from archiver.models import (
@@ -47,6 +49,7 @@ from archiver.models import (
     utc_now,
     walk,
 )
+from archiver.reconcile_history import HistoryCheck, HistoryLedger, HistorySource
 from archiver.retention import RetentionPolicy
 from archiver.sink.reader import ListedObject
 
@@ -59,37 +62,6 @@ KEPT_DIFFERENCES = 1000
 DAY = timedelta(days=1)
 
 
-class Kind(StrEnum):
-    MISSING_IN_CHECKPOINT = "missing_in_checkpoint"
-    MISSING_IN_BUCKET = "missing_in_bucket"
-    UNKNOWN_IN_BUCKET = "unknown_in_bucket"
-    DEAD_LETTERED = "dead_lettered"
-    GONE_FROM_API = "gone_from_api"
-
-    @property
-    def explained(self) -> bool:
-        """Nothing more to do: the archive is as complete as it can be."""
-        return self in (Kind.DEAD_LETTERED, Kind.GONE_FROM_API)
-
-
-@dataclass(frozen=True)
-class Difference:
-    kind: Kind
-    key: str
-    recording_id: str | None  # None for a key that is no recording's
-    started_at: datetime | None
-    explanation: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind.value,
-            "key": self.key,
-            "recording_id": self.recording_id,
-            "started_at": format_time(self.started_at) if self.started_at else None,
-            "explanation": self.explanation,
-        }
-
-
 @dataclass(frozen=True)
 class Reconciliation:
     """One reconciliation's result."""
@@ -100,6 +72,7 @@ class Reconciliation:
     finished_at: datetime
     listed: int  # recordings the API listed in [since, until)
     differences: tuple[Difference, ...]
+    conversations: int = 0  # conversations checked (listed, or exported earlier) in the period
 
     def counts(self) -> dict[str, int]:
         """Differences by kind, every kind present (0 included)."""
@@ -120,6 +93,7 @@ class Reconciliation:
             "started_at": format_time(self.started_at),
             "finished_at": format_time(self.finished_at),
             "listed": self.listed,
+            "conversations": self.conversations,
             "counts": self.counts(),
             "unexplained": self.unexplained,
             "differences": [d.to_dict() for d in shown],
@@ -127,7 +101,11 @@ class Reconciliation:
         }
 
 
-class Ledger(Protocol):
+class Source(Lister, HistorySource, Protocol):
+    """The Cradle API's two list calls."""
+
+
+class Ledger(HistoryLedger, Protocol):
     """The part of the checkpoint reconciling uses."""
 
     def get(self, recording_id: str) -> RecordingRow | None: ...
@@ -154,7 +132,7 @@ class Reconciler:
     def __init__(
         self,
         config: ArchiveConfig,
-        source: Lister,
+        source: Source,
         ledger: Ledger,
         bucket: Bucket,
         trail_store: trail.TrailStore,
@@ -163,7 +141,9 @@ class Reconciler:
         retention: RetentionPolicy,
         clock: Callable[[], datetime] = utc_now,
         stop: threading.Event | None = None,
+        conversations: bool = True,
     ) -> None:
+        """`conversations`: also hold the call history against the recordings."""
         self.config = config
         self.ledger = ledger
         self.bucket = bucket
@@ -173,6 +153,11 @@ class Reconciler:
         self.clock = clock
         self.stop = stop or threading.Event()
         self.lister = WindowLister(source.list_recordings, config, self._check_stop)
+        self.history = (
+            HistoryCheck(source, ledger, config, self._check_stop, prefix=prefix)
+            if conversations
+            else None
+        )
 
     def run(self, since: datetime, until: datetime) -> Reconciliation:
         """Reconcile [since, until) (up to the horizon), keep the result and write its audit
@@ -186,21 +171,32 @@ class Reconciler:
                 f" ({format_time(horizon)}, now - archive.settle_delay): nothing there is settled"
             )
         log.info("reconcile.started", since=format_time(since), until=format_time(until))
-        listed, differences = 0, []
+        period = Window(since, until)
+        listed, conversations, differences = 0, 0, []
         for day_start in _days(since, until):
             day = Window(max(since, day_start), min(until, day_start + DAY))
             day_listed, day_differences = self._reconcile_day(day, horizon)
+            day_conversations, history_differences = self._reconcile_history(
+                day, horizon, period, day_differences
+            )
             listed += day_listed
-            differences += day_differences
+            conversations += day_conversations
+            differences += day_differences + history_differences
         # Once for the period: the checkpoint's dead letters are few, the days may be many.
-        differences += self._dead_lettered(Window(since, until))
-        result = Reconciliation(since, until, started, self.clock(), listed, tuple(differences))
+        differences += self._dead_lettered(period)
+        result = Reconciliation(
+            since, until, started, self.clock(), listed, tuple(differences), conversations
+        )
         self.ledger.record_reconcile(
             started, result.finished_at, since, until, result.to_dict(KEPT_DIFFERENCES)
         )
         self._record_in_trail(result)
         log.info(
-            "reconcile.finished", listed=listed, unexplained=result.unexplained, **result.counts()
+            "reconcile.finished",
+            listed=listed,
+            conversations=conversations,
+            unexplained=result.unexplained,
+            **result.counts(),
         )
         return result
 
@@ -214,9 +210,17 @@ class Reconciler:
         differences += self._missing_in_bucket(archived, keys)
         differences += self._unknown_in_bucket(day, keys)
         differences += self._gone_from_api(archived, listed)
-        # Conversations ⇄ recordings (issue 12) join here, as one more comparison of the same
-        # day: the conversations listed for `day` against the recordings listed above.
         return len(listed), differences
+
+    def _reconcile_history(
+        self, day: Window, horizon: datetime, period: Window, found: Sequence[Difference]
+    ) -> tuple[int, list[Difference]]:
+        """Conversations ⇄ recordings for the day, after the recordings' own comparisons (what
+        they queued or requeued is named once, by them)."""
+        if self.history is None:
+            return 0, []
+        named = {d.recording_id for d in found if d.recording_id is not None}
+        return self.history.differences(day, horizon, period, named)
 
     def _list(self, day: Window, horizon: datetime) -> dict[str, Recording]:
         """What the API lists in `day`, listed as the pass lists (the overlap reaches past the
@@ -382,7 +386,12 @@ class Reconciler:
             ),
             started_at=result.started_at,
             finished_at=result.finished_at,
-            counts={"listed": result.listed, "unexplained": result.unexplained, **result.counts()},
+            counts={
+                "listed": result.listed,
+                "conversations": result.conversations,
+                "unexplained": result.unexplained,
+                **result.counts(),
+            },
             recordings=sorted({d.recording_id or d.key for d in result.differences}),
         )
         return trail.record(self.trail_store, self.prefix, action, self.retention, self.clock())
@@ -405,9 +414,10 @@ def render_text(result: Reconciliation) -> str:
     lines = [f"{d.kind.value:<22} {d.key}  {d.explanation}" for d in result.differences]
     counts = ", ".join(f"{n} {kind}" for kind, n in result.counts().items() if n)
     verdict = f"{result.unexplained} unexplained" if result.unexplained else "all explained"
+    checked = f", {result.conversations} conversations checked" if result.conversations else ""
     lines.append(
-        f"reconciled {Window(result.since, result.until)}: {result.listed} listed by the API; "
-        + (f"{counts}; {verdict}" if counts else "no differences")
+        f"reconciled {Window(result.since, result.until)}: {result.listed} listed by the API"
+        f"{checked}; " + (f"{counts}; {verdict}" if counts else "no differences")
     )
     return "\n".join(lines)
 

@@ -15,7 +15,8 @@ import pytest
 
 from archiver.checkpoint import Checkpoint
 from archiver.config import ArchiveConfig
-from archiver.cradle import Listing
+from archiver.conversations import Conversation, Revision
+from archiver.cradle import ConversationListing, Listing
 from archiver.errors import ApiUnavailable, Interrupted, UsageError
 from archiver.layout import object_key
 from archiver.metrics import GaugeState, Metrics
@@ -46,12 +47,15 @@ def make_recording(started_at: datetime) -> Recording:
 
 @dataclass
 class Api:
-    """The list call: recordings by start time, half-open bounds, at most `cap` an answer."""
+    """The list calls: recordings (and conversations) by start time, half-open bounds, at
+    most `cap` recordings an answer."""
 
     recordings: list[Recording] = field(default_factory=list)
     cap: int | None = None
     calls: list[tuple[datetime, datetime]] = field(default_factory=list)
     down: bool = False
+    conversations: list[Conversation] = field(default_factory=list)
+    conversation_calls: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def list_recordings(
         self, window: Window, listed_from: datetime, listed_until: datetime
@@ -64,6 +68,15 @@ class Api:
             key=lambda r: r.started_at,
         )
         return Listing(window, found[: self.cap] if self.cap else found)
+
+    def list_conversations(
+        self, window: Window, listed_from: datetime, listed_until: datetime
+    ) -> ConversationListing:
+        if self.down:
+            raise ApiUnavailable("the API went away")
+        self.conversation_calls.append((listed_from, listed_until))
+        found = [c for c in self.conversations if listed_from <= c.started_at < listed_until]
+        return ConversationListing(window, found)
 
 
 @dataclass
@@ -124,7 +137,11 @@ class World:
             del self.bucket.objects[key]
 
     def reconcile(
-        self, since: datetime = DAY, until: datetime = DAY + timedelta(days=1)
+        self,
+        since: datetime = DAY,
+        until: datetime = DAY + timedelta(days=1),
+        *,
+        conversations: bool = True,
     ) -> Reconciliation:
         reconciler = Reconciler(
             self.config,
@@ -136,6 +153,7 @@ class World:
             retention=RetentionPolicy(),
             clock=lambda: NOW,
             stop=self.stop,
+            conversations=conversations,
         )
         return reconciler.run(since, until)
 
@@ -275,7 +293,7 @@ def test_a_period_is_reconciled_a_day_at_a_time_and_stops_at_the_horizon(world: 
     assert world.bucket.listed == [f"{PREFIX}2024/05/{d:02d}/" for d in (1, 2, 3)]
     horizon = NOW - world.config.settle_delay
     assert result.until == horizon
-    assert max(until for _, until in world.api.calls) <= horizon
+    assert max(until for _, until in world.api.calls + world.api.conversation_calls) <= horizon
     with pytest.raises(UsageError) as raised:
         world.reconcile(horizon, horizon + timedelta(days=1))
     assert "horizon" in str(raised.value)
@@ -342,3 +360,125 @@ def test_the_daily_reconciliation_is_yesterday_once_sealed_and_once_only(
     yesterday = Window(datetime(2024, 5, 2, tzinfo=UTC), datetime(2024, 5, 3, tzinfo=UTC))
     assert day == (yesterday if due else None)
     assert all(period == (yesterday.start, yesterday.end) for period in asked)
+
+
+# -- conversations ⇄ recordings --------------------------------------------------------------
+
+
+def make_conversation(started_at: datetime, *recordings: Recording | str) -> Conversation:
+    """A conversation naming these recordings (a bare id: a recording nobody lists)."""
+    ids = [r if isinstance(r, str) else r.recording_id for r in recordings]
+    entry = {
+        "uuid": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{started_at.isoformat()}{ids}")),
+        "startedAt": started_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "nature": "in",
+        "status": "successful" if ids else "missed",
+        "recordings": [
+            {"url": f"https://api.cradle.io/api/v1/public/recordings/{rid}.mp3"} for rid in ids
+        ],
+    }
+    return Conversation.from_api(entry, now=NOW)
+
+
+def missing(result: Reconciliation) -> dict[str, tuple[str | None, str]]:
+    """conversation uuid -> (recording id, key) of each conversation_recording_missing."""
+    return {
+        d.conversation or "": (d.recording_id, d.key)
+        for d in result.differences
+        if d.kind is Kind.CONVERSATION_RECORDING_MISSING
+    }
+
+
+def test_every_recording_a_conversation_names_must_be_archived(world: World) -> None:
+    archived, pending, late, poison = (make_recording(at(h)) for h in (1, 2, 3, 4))
+    world.archive(archived)
+    world.api.recordings += [pending, late, poison]
+    world.checkpoint.add_listed([pending, poison])
+    world.checkpoint.record_failure(
+        poison.recording_id, "http_404", dead_letter=True, max_attempts=5
+    )
+    unlisted = str(uuid.uuid4())
+    fine = make_conversation(at(1), archived)
+    missed = make_conversation(at(1.5))  # no recording: a missed call, normal
+    waiting = make_conversation(at(2), pending)
+    named_elsewhere = [make_conversation(at(3), late), make_conversation(at(4), poison)]
+    nowhere = make_conversation(at(5), unlisted)
+    world.api.conversations += [fine, missed, waiting, *named_elsewhere, nowhere]
+
+    result = world.reconcile()
+
+    assert missing(result) == {
+        waiting.uuid: (pending.recording_id, object_key(PREFIX, pending)),
+        nowhere.uuid: (unlisted, f"{PREFIX}2024/05/01/{unlisted}.mp3"),
+    }
+    # The late one is queued (missing_in_checkpoint), the poison one dead-lettered: named once.
+    assert kinds(result)[late.recording_id] is Kind.MISSING_IN_CHECKPOINT
+    assert kinds(result)[poison.recording_id] is Kind.DEAD_LETTERED
+    assert result.counts()["conversation_recording_missing"] == 2
+    assert result.unexplained == 3 and not Kind.CONVERSATION_RECORDING_MISSING.explained
+    assert result.conversations == 6
+    by_conversation = {d.conversation: d for d in result.differences if d.conversation}
+    assert "pending" in by_conversation[waiting.uuid].explanation
+    assert "does not know it" in by_conversation[nowhere.uuid].explanation
+    assert by_conversation[nowhere.uuid].to_dict()["conversation"] == nowhere.uuid
+    assert result.to_dict()["conversations"] == 6
+    summary = render_text(result).splitlines()[-1]
+    assert "4 listed by the API, 6 conversations checked;" in summary
+    assert "2 conversation_recording_missing" in summary
+
+
+def test_conversations_are_listed_as_the_recordings_are(world: World) -> None:
+    world.config = ArchiveConfig(window=timedelta(hours=6), split_threshold=4)
+    world.api.conversations += [make_conversation(at(1 + m / 60)) for m in range(10)]
+    world.api.conversations.append(make_conversation(at(24), str(uuid.uuid4())))  # the next day
+    result = world.reconcile()
+    # Split while full, like the recordings' list, and only the day's own compared.
+    assert len(world.api.calls) == 4 and len(world.api.conversation_calls) > 4
+    second = timedelta(seconds=1)
+    assert world.api.conversation_calls[0] == world.api.calls[0] == (DAY - second, at(6) + second)
+    assert (result.conversations, result.differences) == (10, ())
+
+
+def test_a_conversation_only_the_checkpoint_exported_is_checked_too(world: World) -> None:
+    # Exported when the API listed it; gone from the API since, its recording never archived.
+    unlisted = str(uuid.uuid4())
+    exported = make_conversation(at(7), unlisted)
+    world.checkpoint.add_conversation_part("k", b"", [Revision(exported, 1)])
+    result = world.reconcile()
+    [difference] = result.differences
+    assert (difference.conversation, difference.recording_id) == (exported.uuid, unlisted)
+    assert difference.started_at is None and str(exported.uuid) in difference.explanation
+    assert result.conversations == 1
+
+
+def test_a_dead_letter_outside_the_period_is_named_by_its_conversation(world: World) -> None:
+    # A transfer's second leg after midnight, dead-lettered; the period is the first day only.
+    second_leg = make_recording(at(24.1))
+    world.api.recordings.append(second_leg)
+    world.checkpoint.add_listed([second_leg])
+    world.checkpoint.record_failure(
+        second_leg.recording_id, "off_host_url", dead_letter=True, max_attempts=5
+    )
+    world.api.conversations.append(make_conversation(at(23.9), second_leg))
+    [difference] = world.reconcile().differences
+    assert difference.kind is Kind.CONVERSATION_RECORDING_MISSING
+    assert difference.key == object_key(PREFIX, second_leg)
+    assert "off_host_url" in difference.explanation and "retry" in difference.explanation
+
+
+def test_without_conversations_the_history_is_not_listed(world: World) -> None:
+    world.api.conversations.append(make_conversation(at(1), str(uuid.uuid4())))
+    result = world.reconcile(conversations=False)
+    assert (world.api.conversation_calls, result.conversations, result.differences) == ([], 0, ())
+
+
+def test_status_and_the_gauge_show_conversation_recordings_missing(world: World) -> None:
+    world.api.conversations.append(make_conversation(at(1), str(uuid.uuid4())))
+    world.reconcile()
+    report = build_report(world.checkpoint, NOW)
+    assert "1 conversation_recording_missing (1 unexplained)" in render_status(report)
+    counts = report["last_reconcile"]["counts"]
+    text = Metrics(lambda: GaugeState(None, {}, reconcile=counts)).exposition().decode()
+    assert (
+        'cradle_archiver_reconcile_differences{kind="conversation_recording_missing"} 1.0' in text
+    )
