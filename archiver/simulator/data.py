@@ -138,6 +138,8 @@ def _hour(
             seconds=_offset(draws[0], draws[1], options.boundary_fraction)
         )
         duration = _duration(draws[2], draws[3])
+        if options.max_duration is not None:
+            duration = min(duration, options.max_duration)
         if not period.start <= started_at < period.end:
             continue
         recording_id = str(uuid.uuid5(_NAMESPACE, f"{options.seed}:{hour:%Y-%m-%dT%H}:{index}"))
