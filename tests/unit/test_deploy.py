@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ import yaml
 
 from archiver.cli import build_parser
 from archiver.config import Config, load_config
+from archiver.errors import ConfigError
+from archiver.models import parse_time, utc_now
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -34,6 +37,9 @@ MANIFESTS = [DEPLOY / "kubernetes" / "sidecar.yaml", DEPLOY / "kubernetes" / "cr
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 MAX_EXPOSURE = 1.5
 KUBERNETES_VERSIONS = ("1.30", "latest")
+WEBHOOK_CREDENTIAL = "cradle-webhook-token"  # the name config.py looks for in the credentials
+# A token as an operator makes one (`openssl rand -hex 32`), for the placeholders' places.
+TOKEN = secrets.token_hex(32)
 
 
 def tool(name: str) -> str | None:
@@ -154,6 +160,58 @@ def test_systemd_analyze_security_rates_the_unit_at_most_1_5(unit: Path, tmp_pat
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
+def documented_webhook_credential(unit: Path) -> tuple[str, str]:
+    """The unit's commented-out LoadCredential= line for the webhook token: (name, source)."""
+    prefix = f"#LoadCredential={WEBHOOK_CREDENTIAL}:"
+    (line,) = [ln for ln in unit.read_text().splitlines() if ln.startswith(prefix)]
+    name, _, source = line.removeprefix("#LoadCredential=").partition(":")
+    return name, source
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_documents_the_webhook_credential_without_requiring_it(
+    unit: Path, tmp_path: Path
+) -> None:
+    # Active, the line would fail every start without the file (243/CREDENTIALS); the webhook is
+    # optional, so the unit documents the line and how to add it.
+    assert not [v for v in directives(unit)["LoadCredential"] if v.startswith(WEBHOOK_CREDENTIAL)]
+    name, source = documented_webhook_credential(unit)
+    assert source.startswith("/etc/cradle-archiver/")
+    text = unit.read_text()
+    for needed in (
+        "systemctl edit",
+        "[webhook] listen",
+        "/webhook/<token>",
+        "openssl rand -hex 32",
+    ):
+        assert needed in text, needed
+    # The credential's name is the one the config reads when webhook.token_file is empty.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / name).write_text(TOKEN + "\n")
+    config = load(
+        '[s3]\nbucket = "recordings"\n[webhook]\nlisten = "127.0.0.1:9109"\n',
+        tmp_path,
+        CREDENTIALS_DIRECTORY=str(credentials),
+    )
+    assert config.webhook.token == TOKEN
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_with_the_webhook_credential_still_verifies_and_scores(
+    unit: Path, tmp_path: Path
+) -> None:
+    copy = analyzable(unit, tmp_path)
+    copy.write_text(copy.read_text().replace("#LoadCredential=", "LoadCredential="))
+    assert len(directives(copy)["LoadCredential"]) == 2
+    result = systemd_analyze("verify", "--man=no", str(copy), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert unit.name not in result.stderr, result.stderr
+    result = systemd_analyze("security", "--offline=yes", str(copy), cwd=tmp_path)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match and float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
 # --- container image -------------------------------------------------------------------------
 
 
@@ -251,8 +309,29 @@ def archiver_container(pod: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
-def manifest_config(docs: list[dict[str, Any]], tmp_path: Path) -> Config:
-    return load(of_kind(docs, "ConfigMap")["data"]["config.toml"], tmp_path)
+def secret_mount(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The archiver's mount of the Secret, and the volume behind it."""
+    pod = pod_spec(docs)
+    name = of_kind(docs, "Secret")["metadata"]["name"]
+    (volume,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == name]
+    mounts = archiver_container(pod)["volumeMounts"]
+    (mount,) = [m for m in mounts if m["name"] == volume["name"]]
+    return mount, volume
+
+
+def manifest_config(
+    docs: list[dict[str, Any]], tmp_path: Path, token: str | None = TOKEN
+) -> Config:
+    """The ConfigMap's config as the archiver in the pod reads it: the Secret's keys are files at
+    the mount path (moved under tmp_path/root), the webhook token placeholder replaced by `token`
+    (None: kept)."""
+    mount_path = secret_mount(docs)[0]["mountPath"]
+    mounted = tmp_path / "root" / mount_path.lstrip("/")
+    mounted.mkdir(parents=True)
+    for key, value in of_kind(docs, "Secret")["stringData"].items():
+        (mounted / key).write_text(token if key == "webhook-token" and token else value)
+    text = of_kind(docs, "ConfigMap")["data"]["config.toml"]
+    return load(text.replace(f"{mount_path}/", f"{mounted}/"), tmp_path)
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
@@ -287,8 +366,11 @@ def test_manifest_wires_config_secret_and_volume_to_the_archiver(
     assert volumes["config"]["configMap"]["name"] == of_kind(docs, "ConfigMap")["metadata"]["name"]
     secret = of_kind(docs, "Secret")
     assert volumes["api-key"]["secret"]["secretName"] == secret["metadata"]["name"]
-    (key,) = secret["stringData"]
-    assert config.cradle.api_key_file == f"{mounts['api-key']}/{key}"
+    assert set(secret["stringData"]) == {"api-key", "webhook-token"}
+    mounted = tmp_path / "root" / mounts["api-key"].lstrip("/")
+    assert config.cradle.api_key_file == f"{mounted}/api-key"
+    assert config.webhook.token_file == f"{mounted}/webhook-token"
+    assert config.webhook.token == TOKEN
     claim = of_kind(docs, "PersistentVolumeClaim")["metadata"]["name"]
     assert volumes["state"]["persistentVolumeClaim"]["claimName"] == claim
     assert config.state.path.is_relative_to(mounts["state"])
@@ -310,6 +392,68 @@ def test_sidecar_probes_reach_the_metrics_server(tmp_path: Path) -> None:
     for probe in ("livenessProbe", "readinessProbe"):
         assert ports[container[probe]["httpGet"]["port"]] == 9108
     assert manifest_config(docs, tmp_path).server.address == ("0.0.0.0", 9108)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_the_secret_is_mounted_read_only_and_unreadable_to_others(path: Path) -> None:
+    mount, volume = secret_mount(documents(path))
+    assert mount["readOnly"] is True
+    assert volume["secret"]["defaultMode"] & 0o007 == 0  # group (fsGroup) only, never others
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_the_placeholder_webhook_token_is_refused_until_replaced(
+    path: Path, tmp_path: Path
+) -> None:
+    # Applied unedited, the archiver must not listen behind a token anyone can read here.
+    with pytest.raises(ConfigError) as raised:
+        manifest_config(documents(path), tmp_path, token=None)
+    assert "webhook.token_file" in str(raised.value)
+    assert "openssl rand -hex 32" in str(raised.value)
+
+
+def ingress_backends(ingress: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = ingress["spec"]
+    paths = [p for rule in spec["rules"] for p in rule["http"]["paths"]]
+    default = [spec["defaultBackend"]] if "defaultBackend" in spec else []
+    return [b["service"] for b in [*default, *(p["backend"] for p in paths)]]
+
+
+def test_sidecar_exposes_the_webhook_port_alone_through_a_service_and_an_ingress(
+    tmp_path: Path,
+) -> None:
+    docs = documents(MANIFESTS[0])
+    deployment = of_kind(docs, "Deployment")
+    container = archiver_container(pod_spec(docs))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    config = manifest_config(docs, tmp_path)
+    assert config.webhook.address == ("0.0.0.0", ports["webhook"])
+    assert config.server.address == ("0.0.0.0", ports["metrics"])
+    assert ports["webhook"] != ports["metrics"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])  # scraped in the cluster
+
+    # The Service reaches the archiver's webhook port and nothing else.
+    service = of_kind(docs, "Service")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    (port,) = service["spec"]["ports"]
+    target = port["targetPort"]
+    assert (ports[target] if isinstance(target, str) else target) == ports["webhook"]
+
+    # The Ingress routes /webhook/ (and only it) to that port, over TLS.
+    ingress = of_kind(docs, "Ingress")
+    for backend in ingress_backends(ingress):
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"] in ({"name": port["name"]}, {"number": port["port"]})
+    rules = ingress["spec"]["rules"]
+    routes = [(p["path"], p["pathType"]) for rule in rules for p in rule["http"]["paths"]]
+    assert routes == [("/webhook/", "Prefix")]
+    tls_hosts = {host for tls in ingress["spec"]["tls"] for host in tls["hosts"]}
+    assert {rule["host"] for rule in rules} <= tls_hosts
+    assert all(tls["secretName"] for tls in ingress["spec"]["tls"])
+    assert "cert-manager.io/cluster-issuer" in ingress["metadata"]["annotations"]
 
 
 def test_cronjob_runs_one_pass_at_a_time_on_the_sidecars_resources() -> None:
@@ -364,9 +508,47 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
 
+def run_secrets(tmp_path: Path) -> Path:
+    """The compose secrets as a service sees them in /run/secrets (here under tmp_path)."""
+    where = tmp_path / "run-secrets"
+    where.mkdir(exist_ok=True)
+    for name, secret in compose()["secrets"].items():
+        shutil.copyfile(COMPOSE.parent / secret["file"], where / name)
+    return where
+
+
+def compose_config(tmp_path: Path) -> Config:
+    text = (COMPOSE.parent / "config.toml").read_text()
+    return load(text.replace("/run/secrets/", f"{run_secrets(tmp_path)}/"), tmp_path)
+
+
+def simulator_argv(tmp_path: Path) -> list[str]:
+    """The simulator's arguments as its shell line makes them in the container: run by sh with
+    compose's $$ unescaped, the secrets where the service sees them, and a stand-in
+    cradle-archiver that prints what it was given."""
+    simulator = compose()["services"]["simulator"]
+    assert simulator["entrypoint"] == ["/bin/sh", "-c"]
+    (line,) = simulator["command"]
+    stand_in = tmp_path / "bin" / "cradle-archiver"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    stand_in.chmod(0o755)
+    script = line.replace("$$", "$").replace("/run/secrets/", f"{run_secrets(tmp_path)}/")
+    result = subprocess.run(
+        ["/bin/sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": f"{stand_in.parent}:/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    argv: list[str] = json.loads(result.stdout)
+    return argv
+
+
 def test_compose_config_loads_and_points_at_the_simulator_and_minio(tmp_path: Path) -> None:
     services = compose()["services"]
-    config = load((COMPOSE.parent / "config.toml").read_text(), tmp_path)
+    config = compose_config(tmp_path)
     assert config.cradle.base_url == "http://simulator:8080"
     assert config.s3.endpoint_url == "http://minio:9000" and "minio" in services
     assert config.server.address == ("0.0.0.0", 9108)
@@ -374,10 +556,13 @@ def test_compose_config_loads_and_points_at_the_simulator_and_minio(tmp_path: Pa
     assert f"trial/{config.s3.bucket}" in services["create-bucket"]["command"][0]
 
 
-def test_compose_archiver_and_simulator_agree_on_credentials_and_build_the_image() -> None:
+def test_compose_archiver_and_simulator_agree_on_credentials_and_build_the_image(
+    tmp_path: Path,
+) -> None:
     services = compose()["services"]
     archiver, simulator = services["archiver"], services["simulator"]
-    command = simulator["command"]
+    command = simulator_argv(tmp_path)
+    assert command[0] == "simulate"
     cli_accepts(command)
     cli_accepts(archiver["command"])
     assert command[command.index("--listen") + 1] == "0.0.0.0:8080"
@@ -391,6 +576,29 @@ def test_compose_archiver_and_simulator_agree_on_credentials_and_build_the_image
     assert mounted["./config.toml"] == archiver["environment"]["CRADLE_ARCHIVER_CONFIG"]
     assert mounted["archiver-state"] == "/var/lib/cradle-archiver"
     assert archiver["read_only"] is True
+
+
+def test_compose_simulator_posts_live_webhooks_to_the_archivers_listener(tmp_path: Path) -> None:
+    spec = compose()
+    archiver, simulator = spec["services"]["archiver"], spec["services"]["simulator"]
+    config = compose_config(tmp_path)
+    (secret,) = archiver["secrets"]
+    assert simulator["secrets"] == [secret]
+    token = (COMPOSE.parent / spec["secrets"][secret]["file"]).read_text().strip()
+    assert config.webhook.token == token
+    assert config.webhook.token_file == f"{tmp_path / 'run-secrets'}/{secret}"
+    host, port = config.webhook.address or ("", 0)
+    assert host == "0.0.0.0"
+    assert f"127.0.0.1:{port}:{port}" in archiver["ports"]  # published on the host's loopback
+    argv = simulator_argv(tmp_path)
+    assert argv[argv.index("--webhook-url") + 1] == f"http://archiver:{port}/webhook/{token}"
+    # Calls keep ending while the trial runs (webhooks go out only for those), after a past day
+    # the first pass archives.
+    start = parse_time(argv[argv.index("--start") + 1])
+    end = parse_time(argv[argv.index("--end") + 1])
+    now = utc_now()
+    assert (now - start).total_seconds() >= 23 * 3600
+    assert (end - now).total_seconds() >= 23 * 3600
 
 
 def test_compose_pins_every_image() -> None:
