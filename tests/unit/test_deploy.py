@@ -177,6 +177,8 @@ def test_unit_documents_the_webhook_credential_without_requiring_it(
     assert not [v for v in directives(unit)["LoadCredential"] if v.startswith(WEBHOOK_CREDENTIAL)]
     name, source = documented_webhook_credential(unit)
     assert source.startswith("/etc/cradle-archiver/")
+    if "%i" not in source:  # named as the credential: `CREDENTIALS_DIRECTORY=/etc/... check` works
+        assert Path(source).name == name
     text = unit.read_text()
     for needed in (
         "systemctl edit",
