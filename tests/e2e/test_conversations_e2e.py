@@ -28,7 +28,7 @@ import pytest
 
 from archiver.simulator import Simulator
 from archiver.simulator.conversations import SimConversation
-from tests.e2e.harness import Bucket, cli, simulator_options, write_config
+from tests.e2e.harness import ROOT, Bucket, cli, simulator_options, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -169,21 +169,36 @@ def test_every_conversation_is_exported_once_at_each_revision(export: Export) ->
     assert status["conversations"] == len(truth)
 
 
-# The query docs/athena.md gives for DuckDB: each uuid at its highest revision.
+@pytest.fixture(scope="module")
+def local_copy(export: Export, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding `conversations/`: the prefix as `aws s3 sync` copies it down."""
+    root = tmp_path_factory.mktemp("copy")
+    for key, body in export.final.items():
+        path = root / "conversations" / key.removeprefix(PREFIX)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    return root
+
+
+def duckdb_in(root: Path) -> duckdb.DuckDBPyConnection:
+    """DuckDB with relative paths read from `root`, in UTC (a startedAt's date is its UTC one)."""
+    db = duckdb.connect()
+    db.execute("SET TimeZone = 'UTC'")
+    db.execute("SET file_search_path = ?", [str(root)])
+    return db
+
+
+# Each uuid at its highest revision, as the task gives it.
 LATEST = """
 CREATE VIEW latest AS
-SELECT * FROM read_json_auto('{dir}/**/*.jsonl.gz', hive_partitioning = true)
+SELECT * FROM read_json_auto('conversations/**/*.jsonl.gz', hive_partitioning = true)
 QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY revision DESC) = 1
 """
 
 
-def test_duckdb_reads_the_export_as_a_partitioned_table(export: Export, tmp_path: Path) -> None:
-    for key, body in export.final.items():  # the prefix as `aws s3 cp --recursive` copies it
-        path = tmp_path / key.removeprefix(PREFIX)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
-    db = duckdb.connect()
-    db.execute(LATEST.format(dir=tmp_path))  # our own temporary directory in the path
+def test_duckdb_reads_the_export_as_a_partitioned_table(export: Export, local_copy: Path) -> None:
+    db = duckdb_in(local_copy)
+    db.execute(LATEST)
     by_kind = db.sql(
         "SELECT nature, status, count(*) AS calls FROM latest GROUP BY ALL ORDER BY ALL"
     )
@@ -191,8 +206,7 @@ def test_duckdb_reads_the_export_as_a_partitioned_table(export: Export, tmp_path
     totals = db.sql(
         "SELECT count(*) AS conversations, count(DISTINCT uuid) AS uuids,"
         " count(*) FILTER (revision = 2) AS at_revision_2,"
-        " count(*) FILTER (strftime(startedAt::TIMESTAMP, '%Y-%m-%d')"
-        "   <> format('{:04d}-{:02d}-{:02d}', year::INT, month::INT, day::INT)) AS misfiled"
+        " count(*) FILTER (CAST(startedAt AS DATE) <> make_date(year, month, day)) AS misfiled"
         " FROM latest"
     )
     print(totals)
@@ -205,6 +219,55 @@ def test_duckdb_reads_the_export_as_a_partitioned_table(export: Export, tmp_path
     assert revisions == {uuid: c.revision for uuid, c in truth.items()}
     expected = Counter((c.nature, c.status) for c in truth.values())
     assert {(n, s): calls for n, s, calls in by_kind.fetchall()} == expected
+
+
+def documented_queries() -> dict[str, str]:
+    """docs/athena.md's DuckDB queries by name: each ```sql block after `<!-- duckdb: NAME -->`."""
+    text = (ROOT / "docs" / "athena.md").read_text()
+    return dict(re.findall(r"<!-- duckdb: (\w+) -->\n```sql\n(.*?)```", text, re.DOTALL))
+
+
+def test_the_duckdb_queries_in_the_docs_answer_as_the_simulator_says(
+    export: Export, local_copy: Path
+) -> None:
+    queries = documented_queries()
+    assert set(queries) == {
+        "view", "calls_per_agent", "missed_inbound", "recordings_per_conversation"
+    }  # fmt: skip
+    db = duckdb_in(local_copy)
+    db.execute(queries["view"])
+    now = export.clock()
+    calls = [c.entry_at(now) | {"day": c.started_at.date()} for c in export.truth().values()]
+
+    per_agent: Counter[tuple[date, str]] = Counter()
+    seconds: Counter[tuple[date, str]] = Counter()
+    for call in calls:
+        for user in call["users"]:
+            if user["status"] in ("answered", "dialled"):
+                per_agent[call["day"], user["email"]] += 1
+                seconds[call["day"], user["email"]] += user["durationSeconds"]
+    rows = db.sql(queries["calls_per_agent"]).fetchall()
+    assert {(day, agent): n for day, agent, n, _ in rows} == per_agent
+    assert {(day, agent): s for day, agent, _, s in rows} == seconds
+
+    missed = db.sql(queries["missed_inbound"]).fetchall()
+    assert missed, "the seed should have missed inbound calls"
+    assert sorted(
+        (started.isoformat(), status, rang) for started, status, _, _, rang in missed
+    ) == sorted(
+        (
+            datetime.fromisoformat(call["startedAt"]).isoformat(),
+            call["status"],
+            [user["email"] for user in call["users"]],
+        )
+        for call in calls
+        if call["nature"] == "in" and call["status"] in ("missed", "voicemail")
+    )
+
+    named = {
+        uuid: ids for uuid, _, _, ids in db.sql(queries["recordings_per_conversation"]).fetchall()
+    }
+    assert named == {c.uuid: list(c.recording_ids) for c in export.truth().values()}
 
 
 def test_reconcile_finds_every_recording_a_conversation_names(export: Export) -> None:
