@@ -271,10 +271,12 @@ class StoredObject:
     recording_id: str | None
     lock_mode: str | None = None  # S3's spelling: "GOVERNANCE" or "COMPLIANCE"
     retain_until: datetime | None = None
-    version_id: str | None = None  # None on a bucket without versioning
+    # What S3 reports beyond the object's content, left out of equality: the same recording's
+    # object is the same whichever version or checksum form a store shows of it.
+    version_id: str | None = field(default=None, compare=False)  # None without versioning
     # S3's own ChecksumSHA256, as it gives it: base64 of the body's digest, or of the parts'
     # digests with a "-N" suffix for a multipart object (a composite that only its parts prove).
-    checksum_sha256: str | None = None
+    checksum_sha256: str | None = field(default=None, compare=False)
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)  # x-amz-meta-*
     legal_hold: bool | None = None  # None when the HEAD did not say
 

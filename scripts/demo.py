@@ -142,6 +142,10 @@ endpoint_url = "{demo.s3_url}"
 [archive]
 start = "{demo.start.isoformat()}"
 settle_delay = "10m"
+[audio]
+# The demo's bodies are an eighth of a real call's bytes (--bytes-per-second 2000), to stay small,
+# so their audio is an eighth of durationSeconds: every one would be flagged audio-mismatch.
+check = "off"
 [state]
 path = "{demo.workdir / "state.db"}"
 [server]
@@ -177,18 +181,32 @@ def run_once(demo: Demo, config: Path, env: dict[str, str]) -> int:
 
 
 def report(demo: Demo, config: Path, env: dict[str, str], s3: Any) -> None:
-    """`status`, the objects that landed, and the simulator's count of rate-rule violations."""
-    subprocess.run(
-        [str(BIN / "cradle-archiver"), "--config", str(config), "status"], env=env, check=False
-    )
-    count = sum(
-        page.get("KeyCount", 0)
+    """`status`, what landed (recordings, manifests, call history), `audit`'s verdict on the
+    sealed days, and the simulator's count of rate-rule violations."""
+    command = [str(BIN / "cradle-archiver"), "--config", str(config)]
+    subprocess.run([*command, "status"], env=env, check=False)
+    keys = [
+        item["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for item in page.get("Contents", [])
+    ]
+    recordings = sum(1 for key in keys if key.endswith(".mp3"))
+    manifests = sum(1 for key in keys if key.startswith("cradle/manifests/") and key.endswith("l"))
+    history = sum(1 for key in keys if key.startswith("cradle/conversations/"))
+    audit = subprocess.run(
+        [*command, "--log-level", "warning", "audit"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
     )
+    verdict = audit.stdout.strip().splitlines()[-1:] or [audit.stderr.strip()[-300:]]
     stats = urllib.request.urlopen(f"{demo.sim_url}/_sim/stats").read().decode()  # noqa: S310
     violations = json.loads(stats)["violations"]
     print(
-        f"\ndemo: {count} objects in s3://{BUCKET}; the simulator counted {violations} rate-rule violations"
+        f"\ndemo: {recordings} recordings in s3://{BUCKET}, {manifests} sealed-day manifests,"
+        f" {history} call-history parts; the simulator counted {violations} rate-rule violations"
+        f"\ndemo: cradle-archiver audit (exit {audit.returncode}): {verdict[0]}"
     )
 
 

@@ -26,7 +26,8 @@ def test_demo_archives_and_cleans_up() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     landed = re.search(
-        r"demo: (\d+) objects in s3://demo-recordings; the simulator counted 0 rate-rule violations",
+        r"demo: (\d+) recordings in s3://demo-recordings, \d+ sealed-day manifests, \d+ call-history"
+        r" parts; the simulator counted 0 rate-rule violations",
         result.stdout,
     )
     assert landed and int(landed.group(1)) > 20
