@@ -217,6 +217,7 @@ class Archiver:
             retention=self.config.retention,
             clock=self.clock,
             stop=self.stop,
+            conversations=self.config.conversations.enabled,
         )
         return reconciler.run(since, until)
 
