@@ -46,6 +46,7 @@ ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 AUDITOR_KEY = "auditor"  # a second identity, read-only
 AUDITOR_SECRET = "auditor-secret"
+READY_BUCKET = "seaweed-ready-probe"  # written and read back before a test may use a server
 GRPC_OFFSET = 10_000  # weed's gRPC port for each component: its HTTP port + this
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 # Below the ephemeral range (32768-60999), with the gRPC partner below it too.
@@ -219,7 +220,7 @@ class SeaweedFS:
                     f"weed mini exited with {self._process.returncode}:\n{self.log_tail()}"
                 )
             try:
-                probe.list_buckets()
+                _round_trip(probe)
                 return
             except (BotoCoreError, ClientError) as exc:
                 if time.monotonic() > deadline:
@@ -229,6 +230,23 @@ class SeaweedFS:
                         f"{exc}\n{self.log_tail()}"
                     ) from exc
             time.sleep(0.1)
+
+
+def _round_trip(probe: Any) -> None:
+    """A write and a read through S3, filer and volume server. An S3 port that answers is not
+    enough: after a restart the volume server can lag behind it, and a test's first read then
+    fails (seen under load, with clients that do not retry)."""
+    try:
+        probe.create_bucket(Bucket=READY_BUCKET)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in (
+            "BucketAlreadyOwnedByYou",
+            "BucketAlreadyExists",
+        ):
+            raise
+    probe.put_object(Bucket=READY_BUCKET, Key="ready", Body=b"ready")
+    if probe.get_object(Bucket=READY_BUCKET, Key="ready")["Body"].read() != b"ready":
+        raise RuntimeError("SeaweedFS read back other bytes than it was given")
 
 
 def _identities() -> dict[str, Any]:
