@@ -34,11 +34,11 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from archiver.errors import CheckpointError, CheckpointLocked, MalformedEntry
@@ -55,6 +55,9 @@ from archiver.models import (
     utc_now,
 )
 from archiver.retention import Lock
+
+if TYPE_CHECKING:
+    from archiver.conversations import Exported
 
 SCHEMA_VERSION = 4
 APPLICATION_ID = 0x43524441  # "CRDA": tells our files from other SQLite databases
@@ -798,6 +801,40 @@ class Checkpoint:
                     self._now(),
                 ),
             )
+
+    def restore_conversations(self, parts: Mapping[str, int], latest: Iterable[Exported]) -> int:
+        """Keep the call history's export as `rebuild-state` read it back, in one transaction:
+        each part (key -> revisions it holds) as written, and each conversation's highest
+        revision, so a re-listed window exports only what changed. Returns how many
+        conversations were restored."""
+        now = self._now()
+        restored = 0
+        with self._write() as conn:
+            for key, count in parts.items():
+                conn.execute(
+                    "INSERT OR IGNORE INTO conversation_parts (key, body, revisions, created_at,"
+                    " written_at) VALUES (?, NULL, ?, ?, ?)",
+                    (key, count, now, now),
+                )
+            for exported in latest:
+                restored += conn.execute(
+                    "INSERT INTO conversations (uuid, revision, digest, started_at, recording_ids,"
+                    " part, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE"
+                    " SET revision = excluded.revision, digest = excluded.digest,"
+                    " started_at = excluded.started_at, recording_ids = excluded.recording_ids,"
+                    " part = excluded.part, updated_at = excluded.updated_at"
+                    " WHERE excluded.revision > conversations.revision",
+                    (
+                        exported.uuid,
+                        exported.revision,
+                        exported.digest,
+                        _micros(exported.started_at),
+                        json.dumps(list(exported.recording_ids)),
+                        exported.part,
+                        now,
+                    ),
+                ).rowcount
+        return restored
 
     def failed_ids(self) -> list[str]:
         # Sorted here: ORDER BY would tempt the planner to walk the whole recording_id index.

@@ -669,7 +669,8 @@ def cmd_rebuild_state(args: argparse.Namespace) -> int:
     print(
         f"restored {report.recordings} archived recordings ({report.from_manifests} from"
         f" manifests, {report.from_objects} from their objects), {report.manifests} manifests"
-        f" (last sealed day {report.last_sealed_day or 'none'}), {len(report.holds)} holds"
+        f" (last sealed day {report.last_sealed_day or 'none'}), {len(report.holds)} holds,"
+        f" {report.conversations} conversations of the call history ({report.parts} parts)"
     )
     print(f"watermark {report.watermark}; audit record {report.audit_key}")
     for label, keys in (

@@ -13,14 +13,18 @@ plus `schema_version` (1), `revision` and `archived_at`. Athena, DuckDB and Spar
 layout as a table partitioned by year, month and day (docs/athena.md).
 
 This module is pure; exporting windows (what is new, kept and written once) is export.py's.
+`read_part` reads a part back (`rebuild-state`): a line minus the three fields the export adds is
+the API's object again, so its digest is the one the exporter kept.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -38,7 +42,9 @@ from archiver.models import (
 
 SCHEMA_VERSION = 1
 EXPORT_DIR = "conversations/"
+EXPORT_FIELDS = ("schema_version", "revision", "archived_at")  # what a line adds to the object
 MAX_UUID_CHARS = 100
+MAX_LINE_BYTES = 16 * 2**20  # far over any conversation; a longer line ends the read
 _SAFE_UUID = re.compile(r"^[A-Za-z0-9._:-]+$")
 _PART_DAY = re.compile(r"/year=(\d{4})/month=(\d{2})/day=(\d{2})/part-[^/]*$")
 
@@ -89,6 +95,31 @@ class Revision:
 
     conversation: Conversation
     revision: int
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What the checkpoint keeps of a conversation's latest exported revision (not its content:
+    `rebuild-state` holds one per uuid of the whole history in memory)."""
+
+    uuid: str
+    revision: int
+    digest: str
+    started_at: datetime
+    recording_ids: tuple[str, ...]
+    part: str  # the key of the part that holds it
+
+    @classmethod
+    def of(cls, revision: Revision, part: str) -> Exported:
+        conversation = revision.conversation
+        return cls(
+            conversation.uuid,
+            revision.revision,
+            conversation.digest,
+            conversation.started_at,
+            conversation.recording_ids,
+            part,
+        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +183,43 @@ def part_day(key: str) -> date | None:
         return date(*(int(group) for group in match.groups()))
     except ValueError:
         return None
+
+
+def read_part(body: bytes, *, now: datetime) -> tuple[list[Revision], list[str]]:
+    """The revisions a part holds, and what could not be read of it: a line each ("line 3:
+    why"), or the rest of the part (not gzip, cut short, a line past MAX_LINE_BYTES). The lines
+    read before such an end still count: they prove what the part holds."""
+    revisions: list[Revision] = []
+    problems: list[str] = []
+    number = 0
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(body)) as lines:
+            while line := lines.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(line) > MAX_LINE_BYTES:
+                    problems.append(f"line {number} is over {MAX_LINE_BYTES} bytes; not read on")
+                    break
+                try:
+                    revisions.append(read_line(line, now=now))
+                except (MalformedEntry, ValueError, RecursionError) as exc:  # nested too deep
+                    problems.append(f"line {number}: {exc}")
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        problems.append(f"not readable as gzip after line {number}: {exc}")
+    return revisions, problems
+
+
+def read_line(line: bytes, *, now: datetime) -> Revision:
+    """One exported line back as the revision it records; MalformedEntry or ValueError."""
+    exported = json.loads(line)
+    if not isinstance(exported, dict):
+        raise MalformedEntry(f"line is a {type(exported).__name__}, not an object")
+    if exported.get("schema_version") != SCHEMA_VERSION:
+        raise MalformedEntry(f"schema_version is not {SCHEMA_VERSION}")
+    revision = exported.get("revision")
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
+        raise MalformedEntry("revision is not a positive integer")
+    raw = {name: value for name, value in exported.items() if name not in EXPORT_FIELDS}
+    return Revision(Conversation.from_api(raw, now=now), revision)
 
 
 def _line(revision: Revision, archived_at: datetime) -> bytes:

@@ -10,6 +10,9 @@ downloading anything twice or skipping anything:
   yet, or archived since their day was sealed) are HEADed, in parallel, and read back from their
   metadata; those go back unsealed, so the next seal lists them.
 - The manifests themselves, so the chain goes on at the next sequence after the last sealed day.
+- The call history's export: each conversation's highest revision and its content's digest,
+  read back from the parts, so windows listed again export only what changed
+  (rebuild_history.py).
 - The legal holds, replayed from the audit trail's `hold-add` and `hold-remove` records in time
   order (each carries its rule exactly).
 - Where the watermark goes: the end of the last sealed day (every day up to it is complete), or
@@ -63,9 +66,11 @@ class RebuildReport:
     holds: tuple[HoldRule, ...]
     watermark: Watermark
     last_sealed_day: date | None
+    conversations: int = 0  # the call history's conversations, at their highest revision
+    parts: int = 0  # the call history's parts read back
     skipped: tuple[str, ...] = ()  # objects in the day folders that are no recording of ours
     missing: tuple[str, ...] = ()  # keys a manifest lists that the bucket does not hold
-    unreadable: tuple[str, ...] = ()  # manifests and hold records that could not be read
+    unreadable: tuple[str, ...] = ()  # manifests, hold records, parts (or their lines) unread
     moved_aside: Path | None = None
     audit_key: str = ""
 
@@ -80,6 +85,8 @@ class RebuildReport:
             "from_objects": self.from_objects,
             "manifests": self.manifests,
             "holds": len(self.holds),
+            "conversations": self.conversations,
+            "parts": self.parts,
             "skipped": len(self.skipped),
             "missing": len(self.missing),
             "unreadable": len(self.unreadable),
@@ -140,6 +147,7 @@ def _build(path: Path, found: Found, config: Config, clock: Callable[[], datetim
             checkpoint.restore_manifest(sealed)
         for rule in found.holds:
             checkpoint.add_hold(rule)
+        checkpoint.restore_conversations(found.history.parts, found.history.latest.values())
         latest = max((row.recording.started_at for row in found.rows()), default=None)
         watermark = resting_place(found.last_sealed_day(), latest, config.archive.lookback)
         if watermark is not None:
@@ -158,6 +166,8 @@ def _report(found: Found, building: Path, moved: Path | None) -> RebuildReport:
         holds=tuple(found.holds),
         watermark=watermark,
         last_sealed_day=found.last_sealed_day(),
+        conversations=len(found.history.latest),
+        parts=len(found.history.parts),
         skipped=tuple(found.skipped),
         missing=tuple(found.missing),
         unreadable=tuple(found.unreadable),

@@ -1,10 +1,11 @@
-"""What the bucket says of a lost checkpoint: its rows, manifests, holds and watermark.
+"""What the bucket says of a lost checkpoint: its rows, manifests, holds and watermark (and the
+call history's export, rebuild_history.py).
 
 `rebuild-state` (rebuild.py) reads it all here, then writes it to a new checkpoint. The parts
 that turn what was read into rows, holds and a watermark are pure functions, tested alone; `scan`
 does the reading: manifests first (one GET per manifest gives a day of rows), then one listing of
-the day folders, then a HEAD per object no manifest lists, and the audit trail's hold records,
-every request of a kind in parallel on a bounded pool.
+the day folders, then a HEAD per object no manifest lists, the audit trail's hold records and
+the call history's parts, every request of a kind in parallel on a bounded pool.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from archiver.errors import MalformedEntry
 from archiver.holds import HoldRule
 from archiver.manifest import Entry, Manifest, ManifestInvalid
 from archiver.models import Recording, RecordingRow, RecordingState, SealedManifest, StoredObject
+from archiver.rebuild_history import History, read_history
 from archiver.retention import LockMode
 from archiver.sink import BucketReader
 
@@ -55,6 +57,7 @@ class Found:
     unlisted: list[RecordingRow] = field(default_factory=list)  # from HEADs
     manifests: list[SealedManifest] = field(default_factory=list)
     holds: list[HoldRule] = field(default_factory=list)
+    history: History = field(default_factory=History)  # the call history's export
     skipped: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
@@ -249,6 +252,8 @@ def scan(reader: BucketReader, config: Config, now: datetime, workers: int = WOR
                 found.skipped.append(key)
         found.holds, unreadable = _read_holds(reader, prefix, pool)
         found.unreadable += unreadable
+        found.history = read_history(reader, prefix, pool, now)
+        found.unreadable += found.history.unreadable
     return found
 
 

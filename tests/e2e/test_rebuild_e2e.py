@@ -54,6 +54,10 @@ def lose_checkpoint(config: Path) -> None:
         name.unlink(missing_ok=True)
 
 
+def history_parts(bucket: Bucket) -> list[str]:
+    return [k for k in bucket.object_keys() if k.startswith(f"{PREFIX}conversations/")]
+
+
 def downloads(sim: Any) -> int:
     count: int = sim.stats()["requests_by_kind"]["download"]
     return count
@@ -155,6 +159,8 @@ def test_state_rebuild_auto_rebuilds_from_the_objects_alone_then_runs(
     config = config_for(tmp_path, sim, bucket, manifest={"enabled": False}, state=AUTO)
     assert cli("run", "--once", config=config).returncode == 0
     archived = len(expected_objects(sim))
+    parts = history_parts(bucket)
+    assert parts  # the call history was exported
     lose_checkpoint(config)
     sim.reset_stats()
 
@@ -165,6 +171,12 @@ def test_state_rebuild_auto_rebuilds_from_the_objects_alone_then_runs(
     rebuilt = [e for e in events(again.stderr) if e.get("event") == "rebuild.finished"]
     assert rebuilt[0]["from_objects"] == archived
     assert rebuilt[0]["from_manifests"] == 0
+    assert rebuilt[0]["parts"] == len(parts)
+    # Without manifests the watermark goes back a lookback before the latest call, so the pass
+    # lists that call's conversation again: known at its revision, it is not written again.
+    relisted = [e for e in events(again.stderr) if e.get("event") == "conversations.exported"]
+    assert relisted == []
+    assert history_parts(bucket) == parts
     assert status(config)["archived"] == archived
     audit = [k for k in bucket.object_keys() if k.endswith("-rebuild-state.json")]
     assert len(audit) == 1

@@ -1,6 +1,7 @@
 """`rebuild` and `ensure_checkpoint` against moto's S3 over HTTP, the bucket built by hand: manifests
 with a supplement, objects no manifest lists, a stray, a listed object gone, the audit trail's
-holds (one written before rules were kept), and what a missing checkpoint meets at start."""
+holds (one written before rules were kept), the call history's parts, and what a missing
+checkpoint meets at start."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from typing import Any
 import boto3
 import pytest
 
-from archiver import layout, manifest, trail
+from archiver import conversations, layout, manifest, trail
 from archiver.checkpoint import Checkpoint
 from archiver.config import parse_config
+from archiver.conversations import Conversation, Revision
 from archiver.errors import UsageError
 from archiver.holds import HoldRule, Selector
-from archiver.models import Recording, RecordingState
+from archiver.models import Recording, RecordingState, Window
 from archiver.rebuild import ensure_checkpoint, rebuild
 from tests.builders import recording
 
@@ -207,3 +209,31 @@ def test_state_rebuild_auto_rebuilds_a_missing_checkpoint(moto_server: str, tmp_
     assert report is not None and report.recordings == 1
     with Checkpoint.open(archive.state(), writer=False, create=False) as checkpoint:
         assert checkpoint.counts()[RecordingState.ARCHIVED] == 1
+
+
+def test_rebuild_restores_the_call_history_s_revisions_and_names_an_unreadable_part(
+    archive: Archive,
+) -> None:
+    rec = started(DAY1, 1, 1)
+    archive.put_recording(rec)
+    entry = {"uuid": uid(9), "startedAt": "2022-06-01T01:00:00Z", "recordings": [rec.to_api()]}
+    first = Conversation.from_api(entry, now=NOW)
+    second = Conversation.from_api({**entry, "status": "missed"}, now=NOW)
+    window = Window(DAY1, DAY1 + timedelta(hours=2))
+    written = [
+        *conversations.parts(PREFIX, window, [Revision(second, 2)], NOW),
+        *conversations.parts(PREFIX, window, [Revision(first, 1)], NOW - timedelta(days=1)),
+    ]
+    for part in written:
+        archive.client.put_object(Bucket=archive.bucket, Key=part.key, Body=part.body)
+    junk = f"{PREFIX}conversations/year=2022/month=06/day=01/part-20220601T000000Z-0.jsonl.gz"
+    archive.client.put_object(Bucket=archive.bucket, Key=junk, Body=b"not gzip")
+
+    report = rebuild(archive.config, clock=lambda: NOW, workers=4)
+
+    assert (report.conversations, report.parts) == (1, 2)
+    assert len(report.unreadable) == 1 and report.unreadable[0].startswith(f"{junk} (")
+    with Checkpoint.open(archive.state(), writer=False, create=False) as checkpoint:
+        assert checkpoint.conversation_revisions([uid(9)]) == {uid(9): (2, second.digest)}
+        assert checkpoint.conversations_between(DAY1, DAY3) == {uid(9): [rec.recording_id]}
+        assert checkpoint.unwritten_parts() == []
