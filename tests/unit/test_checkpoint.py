@@ -22,8 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from archiver import checkpoint as checkpoint_module
 from archiver.checkpoint import SCHEMA_VERSION, Checkpoint
+from archiver.checkpoint import files as checkpoint_files
+from archiver.checkpoint import recordings as checkpoint_recordings
+from archiver.checkpoint import runs as checkpoint_runs
+from archiver.checkpoint import schema as checkpoint_schema
 from archiver.errors import CheckpointError, CheckpointLocked
 from archiver.models import PassOutcome, PassResult, Recording, RecordingState, Watermark, Window
 
@@ -99,7 +102,7 @@ def mode(path: Path | str) -> int:
 
 def test_new_checkpoint_has_the_current_schema(cp: Checkpoint, db_path: Path) -> None:
     assert raw_sql(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert raw_sql(db_path, "PRAGMA application_id") == [(checkpoint_module.APPLICATION_ID,)]
+    assert raw_sql(db_path, "PRAGMA application_id") == [(checkpoint_schema.APPLICATION_ID,)]
     assert raw_sql(db_path, "PRAGMA journal_mode") == [("wal",)]
     assert cp.counts() == {"pending": 0, "archived": 0, "failed": 0, "expired": 0}
     assert cp.watermark() == Watermark()
@@ -123,7 +126,7 @@ def test_migrate_refuses_a_newer_schema_itself(db_path: Path) -> None:
     raw_sql(db_path, "PRAGMA user_version = 77")
     conn = sqlite3.connect(db_path, isolation_level=None)
     with pytest.raises(CheckpointError, match="schema version 77"):
-        checkpoint_module.migrate(conn, db_path)
+        checkpoint_schema.migrate(conn, db_path)
     assert not conn.in_transaction
     conn.close()
 
@@ -133,9 +136,9 @@ def test_writer_upgrades_an_older_schema_and_reader_asks_for_it(
 ) -> None:
     Checkpoint.open(db_path).close()
     step = SCHEMA_VERSION + 1
-    migrations = {**checkpoint_module.MIGRATIONS, step: "ALTER TABLE meta ADD COLUMN note TEXT;"}
-    monkeypatch.setattr(checkpoint_module, "MIGRATIONS", migrations)
-    monkeypatch.setattr(checkpoint_module, "SCHEMA_VERSION", step)
+    migrations = {**checkpoint_schema.MIGRATIONS, step: "ALTER TABLE meta ADD COLUMN note TEXT;"}
+    monkeypatch.setattr(checkpoint_schema, "MIGRATIONS", migrations)
+    monkeypatch.setattr(checkpoint_schema, "SCHEMA_VERSION", step)
 
     with pytest.raises(CheckpointError) as caught:
         Checkpoint.open(db_path, writer=False)
@@ -152,9 +155,9 @@ def test_a_failed_migration_leaves_the_file_untouched(
 ) -> None:
     Checkpoint.open(db_path).close()
     step = SCHEMA_VERSION + 1
-    migrations = {**checkpoint_module.MIGRATIONS, step: "CREATE TABLE x (a);\nNOT SQL AT ALL;"}
-    monkeypatch.setattr(checkpoint_module, "MIGRATIONS", migrations)
-    monkeypatch.setattr(checkpoint_module, "SCHEMA_VERSION", step)
+    migrations = {**checkpoint_schema.MIGRATIONS, step: "CREATE TABLE x (a);\nNOT SQL AT ALL;"}
+    monkeypatch.setattr(checkpoint_schema, "MIGRATIONS", migrations)
+    monkeypatch.setattr(checkpoint_schema, "SCHEMA_VERSION", step)
     with pytest.raises(CheckpointError):
         Checkpoint.open(db_path)
     assert raw_sql(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
@@ -287,7 +290,7 @@ def test_make_private_never_chmods_through_a_link(tmp_path: Path, db_path: Path)
     Path(f"{db_path}-wal").unlink(missing_ok=True)
     os.symlink(target, f"{db_path}-wal")
     with pytest.raises(CheckpointError, match="is a symbolic link"):
-        checkpoint_module._make_private(db_path)
+        checkpoint_files.make_private(db_path)
     assert_untouched(target)
 
 
@@ -656,7 +659,7 @@ def test_malformed_entries_are_kept_once_each(cp: Checkpoint, db_path: Path) -> 
     cp.record_malformed(window, "huge", "x" * 50_000)
     assert cp.malformed_count() == 3
     rows = raw_sql(db_path, "SELECT times_seen, length(raw) FROM malformed ORDER BY id")
-    assert rows == [(2, 18), (1, 13), (1, checkpoint_module.MAX_RAW_CHARS)]
+    assert rows == [(2, 18), (1, 13), (1, checkpoint_recordings.MAX_RAW_CHARS)]
 
 
 def test_backfill_cursor_is_kept_per_range(cp: Checkpoint) -> None:
@@ -672,7 +675,7 @@ def test_backfill_cursor_is_kept_per_range(cp: Checkpoint) -> None:
 
 
 def test_pass_results_round_trip_per_kind(cp: Checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checkpoint_module, "PASS_HISTORY", 3)
+    monkeypatch.setattr(checkpoint_runs, "PASS_HISTORY", 3)
     assert cp.last_pass() is None
     for n in range(6):
         cp.record_pass(
@@ -696,7 +699,7 @@ def test_pass_results_round_trip_per_kind(cp: Checkpoint, monkeypatch: pytest.Mo
 def test_archived_streams_in_start_order_a_page_at_a_time(
     cp: Checkpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checkpoint_module, "STREAM_PAGE", 3)
+    monkeypatch.setattr(checkpoint_recordings, "STREAM_PAGE", 3)
     tie = T0 + timedelta(hours=2)
     recs = [recording(n, tie if n % 2 else T0 + timedelta(hours=n)) for n in range(11)]
     cp.add_listed(recs)
@@ -832,7 +835,7 @@ def test_scale(tmp_path: Path) -> None:
 def test_a_version_1_checkpoint_is_upgraded_in_place_keeping_every_row_and_count(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checkpoint_module, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(checkpoint_schema, "SCHEMA_VERSION", 1)
     with Checkpoint.open(db_path) as old:
         first, second = recording(1), recording(2)
         old.add_listed([first, second])
