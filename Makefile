@@ -34,12 +34,14 @@ chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos
 
 # Throughput, overlap, memory and checkpoint-scale benchmarks; prints a table. Then the frame
-# walker's cost and `audit` over 10,000 objects on SeaweedFS.
+# walker's cost, `audit` over 10,000 objects on SeaweedFS, and webhook freshness (hint to
+# archived, p50/p95/max).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.audio_walk
 	$(BIN)/python -m benchmarks.audit_scale
 	$(BIN)/python -m benchmarks.rebuild_scale
+	$(BIN)/python -m benchmarks.freshness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .demo build *.egg-info
