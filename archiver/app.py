@@ -9,8 +9,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -22,7 +22,7 @@ from archiver.cradle import CradleClient
 from archiver.daemon import Daemon
 from archiver.errors import ConfigError, Interrupted, Problem
 from archiver.export import CallHistory, ConversationExporter
-from archiver.hint_worker import HintWorker
+from archiver.hint_worker import HINTS_PER_TURN, HintPass, HintWorker
 from archiver.hints import HintBudget, HintQueue
 from archiver.listing import WindowLister
 from archiver.metrics import GaugeState, Metrics
@@ -46,6 +46,8 @@ from archiver.spool import Spool
 from archiver.webhook import WebhookReceiver
 
 log = structlog.get_logger(__name__)
+P = TypeVar("P", bound=ArchivePass)
+RECONCILE_RETRY = timedelta(hours=1)
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Archiver:
         self.metrics = Metrics(self._gauge_state, clock=clock)
         self.notifier = Notifier()
         self.hints = self._hint_worker(config)
+        self._reconcile_after: datetime | None = None  # a failed daily reconcile waits till then
         try:
             self.client = CradleClient(config.cradle, stop=self.stop, on_response=self._response)
             self.sink = S3Sink(config.s3)
@@ -105,7 +108,7 @@ class Archiver:
         return HintWorker(
             HintQueue(count=self.metrics.webhook_hint),
             HintBudget(),
-            lambda hint: self.new_pass().hinted(hint),
+            lambda hint: self._build(HintPass).serve(hint),
             count=self.metrics.webhook_hint,
             observe=self.metrics.observe_hint_to_archive,
             clock=self.clock,
@@ -148,7 +151,10 @@ class Archiver:
         self.checkpoint.close()
 
     def new_pass(self, on_progress: Callable[[Progress], None] | None = None) -> ArchivePass:
-        return ArchivePass(
+        return self._build(ArchivePass, on_progress)
+
+    def _build(self, kind: type[P], on_progress: Callable[[Progress], None] | None = None) -> P:
+        return kind(
             self.config.archive,
             self.client,
             self.checkpoint,
@@ -241,8 +247,9 @@ class Archiver:
             between=self._between_passes if self.hints is not None else None,
         )
         probe = self._probe(daemon)  # binds first: a taken port fails before any pass
-        receiver = self._receiver()
+        receiver = None
         try:
+            receiver = self._receiver()
             return daemon.run()
         finally:
             if receiver is not None:
@@ -261,10 +268,11 @@ class Archiver:
         return receiver
 
     def _between_passes(self) -> None:
-        """The worker's turn between passes: the hints that are due."""
+        """The worker's turn between passes: a few of the hints that are due (a pass that comes
+        due meanwhile runs next, not after the whole queue)."""
         if self.hints is not None:
             try:
-                self.hints.work()
+                self.hints.work(limit=HINTS_PER_TURN)
             except Interrupted:
                 log.info("hints.interrupted")
 
@@ -306,11 +314,15 @@ class Archiver:
 
     def _daily_reconcile(self) -> None:
         """With `[reconcile] schedule = "daily"`, reconcile yesterday once it is sealed. On the
-        pass's own thread, so never beside a pass; a failure is logged and tried again after
-        the next pass (nothing is recorded until one finishes), never the daemon's end."""
+        pass's own thread, so never beside a pass; a failure is logged and tried again an hour
+        later (nothing is recorded until one finishes: a day's list calls are not spent after
+        every pass on a fault that persists), never the daemon's end."""
         if self.config.reconcile.schedule is not ReconcileSchedule.DAILY:
             return
-        day = due_day(self.clock(), self.checkpoint.last_sealed_day(), self.checkpoint.reconciled)
+        now = self.clock()
+        if self._reconcile_after is not None and now < self._reconcile_after:
+            return
+        day = due_day(now, self.checkpoint.last_sealed_day(), self.checkpoint.reconciled)
         if day is None:
             return
         try:
@@ -318,7 +330,16 @@ class Archiver:
         except Interrupted:
             raise
         except Exception as exc:
-            log.error("reconcile.failed", day=str(day), error=str(exc), exc_info=exc)
+            self._reconcile_after = now + RECONCILE_RETRY
+            log.error(
+                "reconcile.failed",
+                day=str(day),
+                error=str(exc),
+                retry_at=self._reconcile_after.isoformat(),
+                exc_info=exc,
+            )
+        else:
+            self._reconcile_after = None
 
     def _status_line(self) -> str:
         """systemd's STATUS=, shown by `systemctl status`."""

@@ -23,11 +23,11 @@ from archiver.config import ArchiveConfig, AudioCheck
 from archiver.conversations import Conversation
 from archiver.errors import (
     ApiUnavailable,
+    ArchiverError,
     FatalError,
     Interrupted,
     RecordingFailed,
 )
-from archiver.hints import Hint
 from archiver.holds import HoldRule
 from archiver.listing import OVERLAP, Listing, WindowLister
 from archiver.models import (
@@ -66,21 +66,21 @@ class Source(Protocol):
     def download(self, recording: Recording, spool: Spool) -> StagedFile: ...
 
 
-@dataclass(frozen=True)
-class HintResult:
-    """What serving a hint did: whether the call's recordings are all settled now, and the ids
-    it archived."""
-
-    complete: bool
-    archived: list[str]
-
-
 class History(Protocol):
     """The call history's export (export.py's CallHistory), as the pass drives it."""
 
     def list_window(self, window: Window, horizon: datetime) -> list[Conversation]: ...
+    def list_once(self, window: Window, horizon: datetime) -> list[Conversation]: ...
     def export(self, window: Window, conversations: list[Conversation]) -> int: ...
-    def flush(self) -> int: ...
+    def catch_up(
+        self,
+        *,
+        origin: datetime,
+        until: datetime,
+        horizon: datetime,
+        rescan_from: datetime,
+        width: timedelta,
+    ) -> int: ...
 
 
 class Store(Protocol):
@@ -261,32 +261,6 @@ class ArchivePass:
         """Archive [start, until) without moving the daemon's watermark; resumable."""
         return self._guarded("backfill", lambda horizon: self._backfill(start, until, horizon))
 
-    def hinted(self, hint: Hint) -> HintResult:
-        """Serve a webhook hint: list the call's window for its conversation and recordings
-        and archive what is new there now, the watermark untouched (the sweep still lists the
-        window in its turn). Nothing from the webhook is used but the uuid and the times."""
-        window = hint.window
-        horizon = self._now()
-        conversation = None
-        if self.history is not None:
-            listed = self.history.list_window(window, horizon)
-            conversation = next((c for c in listed if c.uuid == hint.uuid), None)
-        self._list(window, horizon)
-        self._archive(until=window.end + OVERLAP, since=window.start - OVERLAP)
-        return HintResult(self._hint_complete(hint, window, conversation), self.archived_ids)
-
-    def _hint_complete(self, hint: Hint, window: Window, conversation: Conversation | None) -> bool:
-        """Whether what the call announced is all settled (archived, dead-lettered, expired)."""
-        if conversation is not None:
-            rows = [self.ledger.get(rid) for rid in conversation.recording_ids]
-            return all(row is not None and row.state is not RecordingState.PENDING for row in rows)
-        if self.history is not None or hint.recordings is None:
-            return False  # not listed yet: the conversation names what to wait for
-        settled = self.ledger.count_settled(
-            since=window.start - OVERLAP, until=window.end + OVERLAP
-        )
-        return settled >= hint.recordings
-
     def horizon(self) -> datetime:
         now = self.clock() - self.config.settle_delay
         return now.replace(microsecond=(now.microsecond // 1000) * 1000)
@@ -304,22 +278,18 @@ class ArchivePass:
             # Persist the starting point now: recomputing it next pass would skip what lies between.
             self.ledger.set_watermark(start)
         log.info("pass.started", watermark=str(watermark), horizon=str(Watermark(horizon)))
-        if self.history is not None:
-            self.history.flush()  # what a killed run kept but never wrote
         for window in walk(start, horizon, self.config.window):
             self._list(window, horizon)
-            conversations = self._list_history(window, horizon)
             self._archive(until=window.end)
             if not self._advance(window):
                 break
-            self._export_history(window, conversations)
             self.interlude()
         rescan_end = min(start, horizon)
         for window in walk(horizon - self.config.lookback, rescan_end, self.config.window):
             self._list(window, horizon)
-            self._export_history(window, self._list_history(window, horizon))
             self.interlude()
         self._archive(until=horizon)
+        self._catch_up_history(start, horizon)
 
     def _backfill(self, start: datetime, until: datetime | None, horizon: datetime) -> None:
         # A backfill "up to the horizon" is one job however far the horizon has moved since.
@@ -338,7 +308,10 @@ class ArchivePass:
             conversations = self._list_history(window, horizon)
             self._report()
             self._archive(until=window.end, since=start - OVERLAP)
-            self._export_history(window, conversations)
+            if self.history is not None:
+                # A backfill is one job run by hand: a failure here fails it, before its cursor
+                # moves, and running it again lists this window again.
+                self.tally.conversations += self.history.export(window, conversations)
             self.ledger.set_backfill_cursor(*key, window.end)
             self._span = (start, window.end, end)
             self._report()
@@ -358,10 +331,25 @@ class ArchivePass:
         """The window's conversations, listed beside its recordings (none when not exported)."""
         return [] if self.history is None else self.history.list_window(window, horizon)
 
-    def _export_history(self, window: Window, conversations: list[Conversation]) -> None:
-        """Once the window is settled: its new conversation revisions, written once."""
-        if self.history is not None:
-            self.tally.conversations += self.history.export(window, conversations)
+    def _catch_up_history(self, start: datetime, horizon: datetime) -> None:
+        """The call history, on its own cursor up to the watermark: a failing `/conversations`
+        (an outage, a key without access to it) is logged and caught up on by a later pass,
+        and never holds up the recordings."""
+        position = self.ledger.watermark().position
+        if self.history is None or position is None:
+            return
+        try:
+            self.tally.conversations += self.history.catch_up(
+                origin=start,
+                until=position,
+                horizon=horizon,
+                rescan_from=horizon - self.config.lookback,
+                width=self.config.window,
+            )
+        except Interrupted:
+            raise
+        except ArchiverError as exc:
+            log.error("conversations.export_failed", error=str(exc), error_type=type(exc).__name__)
 
     def _record(self, window: Window, listing: Listing) -> None:
         for reason, raw in listing.malformed:
@@ -379,9 +367,12 @@ class ArchivePass:
     # -- archiving -------------------------------------------------------------------------
 
     def _archive(self, *, until: datetime, since: datetime | None = None) -> None:
-        """Archive every pending recording in range, oldest first; the next one downloads while
-        the previous one uploads (one upload in flight, so at most two files are staged)."""
-        rows = self.ledger.pending(until=until, since=since)
+        """Archive every pending recording in range, oldest first."""
+        self._archive_rows(self.ledger.pending(until=until, since=since))
+
+    def _archive_rows(self, rows: list[RecordingRow]) -> None:
+        """Archive `rows` in order; the next one downloads while the previous one uploads (one
+        upload in flight, so at most two files are staged)."""
         if not rows:
             return
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploads:

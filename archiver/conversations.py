@@ -31,14 +31,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from archiver.errors import MalformedEntry
-from archiver.models import (
-    EARLIEST_START,
-    FUTURE_SLACK,
-    Window,
-    format_time,
-    parse_time,
-    recording_id_from_url,
-)
+from archiver.models import Window, checked_started_at, format_time, recording_id_from_url
 
 SCHEMA_VERSION = 1
 EXPORT_DIR = "conversations/"
@@ -63,15 +56,10 @@ class Conversation:
         if not isinstance(entry, dict):
             raise MalformedEntry(f"conversation is a {type(entry).__name__}, not an object")
         uuid = checked_uuid(entry.get("uuid"))
-        started = entry.get("startedAt")
         try:
-            if not isinstance(started, str):
-                raise TypeError("not a string")
-            started_at = parse_time(started)
-        except (ValueError, TypeError) as exc:
-            raise MalformedEntry(f"conversation {uuid}: invalid startedAt") from exc
-        if not EARLIEST_START <= started_at <= now + FUTURE_SLACK:
-            raise MalformedEntry(f"conversation {uuid}: startedAt out of range")
+            started_at = checked_started_at(entry.get("startedAt"), now)
+        except MalformedEntry as exc:
+            raise MalformedEntry(f"conversation {uuid}: {exc}") from None
         recordings = entry.get("recordings", [])
         if recordings is None:
             recordings = []

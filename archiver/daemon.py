@@ -121,4 +121,4 @@ class Daemon:
 
     def _skipped(self, event: JobEvent) -> None:
         if event.job_id == "archive-pass":  # the work between passes waits for a pass quietly
-            log.warning("daemon.pass_skipped", reason="the previous pass is still running")
+            log.warning("daemon.pass_skipped", reason="the worker is still busy with a pass")

@@ -11,7 +11,7 @@ a run killed after the write finds the same bytes at the same key, which counts 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -19,7 +19,7 @@ import structlog
 from archiver.conversations import Conversation, Revision, part_day, parts
 from archiver.listing import Listed
 from archiver.manifest import day_bounds
-from archiver.models import Window, utc_now
+from archiver.models import Window, utc_now, walk
 from archiver.retention import Lock, RetentionPolicy
 
 log = structlog.get_logger(__name__)
@@ -38,13 +38,16 @@ class ConversationLister(Protocol):
     def leaves(
         self, window: Window, horizon: datetime
     ) -> Iterator[tuple[Window, ConversationListed]]: ...
+    def once(self, window: Window, horizon: datetime) -> ConversationListed: ...
 
 
 class ExportLedger(Protocol):
+    def history_cursor(self) -> datetime | None: ...
+    def set_history_cursor(self, position: datetime) -> None: ...
     def record_malformed(self, window: Window, reason: str, raw: str) -> None: ...
     def conversation_revisions(self, uuids: Iterable[str]) -> dict[str, tuple[int, str]]: ...
     def add_conversation_part(self, key: str, body: bytes, revisions: Sequence[Any]) -> None: ...
-    def unwritten_parts(self) -> list[tuple[str, bytes]]: ...
+    def unwritten_parts(self) -> list[tuple[str, bytes, int]]: ...
     def part_written(self, key: str) -> None: ...
 
 
@@ -71,7 +74,6 @@ class ConversationExporter:
         self.retention = retention or RetentionPolicy()
         self.clock = clock
         self.on_exported = on_exported or (lambda count: None)
-        self._counts: dict[str, int] = {}  # part key -> revisions, for parts kept by this process
 
     def keep(self, window: Window, conversations: Iterable[Conversation]) -> int:
         """Record the window's new revisions as parts to write; returns how many there are."""
@@ -86,16 +88,14 @@ class ConversationExporter:
                 revisions.append(Revision(conversation, prior[0] + 1))
         for part in parts(self.prefix, window, revisions, self.clock()):
             self.ledger.add_conversation_part(part.key, part.body, part.revisions)
-            self._counts[part.key] = len(part.revisions)
         return len(revisions)
 
     def flush(self) -> int:
         """Write every kept part (a killed run's too) once; returns how many were written."""
         written = 0
-        for key, body in self.ledger.unwritten_parts():
+        for key, body, count in self.ledger.unwritten_parts():
             self.store.write_once(key, body, PART_TYPE, self._lock(key))
             self.ledger.part_written(key)
-            count = self._counts.pop(key, 0)
             self.on_exported(count)
             written += 1
             log.info("conversations.exported", key=key, conversations=count, bytes=len(body))
@@ -104,13 +104,8 @@ class ConversationExporter:
     def _lock(self, key: str) -> Lock | None:
         """With retention on, the history of a day is kept as long as its recordings: until the
         day's end (from the part's partition) plus the period."""
-        if self.retention.mode is None:
-            return None
         day = part_day(key)
-        if day is None:
-            return None
-        until = self.retention.period.after(day_bounds(day)[1])
-        return Lock(self.retention.mode, until) if until > self.clock() else None
+        return None if day is None else self.retention.lock_for(day_bounds(day)[1], self.clock())
 
 
 class CallHistory:
@@ -128,15 +123,15 @@ class CallHistory:
         self.ledger = ledger
 
     def list_window(self, window: Window, horizon: datetime) -> list[Conversation]:
+        """A window's conversations, split as recordings are while the answer looks full."""
         found: list[Conversation] = []
         for leaf, listing in self.lister.leaves(window, horizon):
-            for reason, raw in listing.malformed:
-                log.error(
-                    "conversation.malformed", window=str(leaf), reason=reason, entry=raw[:300]
-                )
-                self.ledger.record_malformed(leaf, reason, raw)
-            found += listing.conversations
+            found += self._read(leaf, listing)
         return found
+
+    def list_once(self, window: Window, horizon: datetime) -> list[Conversation]:
+        """One list call, never split (a hint's: a full answer is left to the sweep)."""
+        return self._read(window, self.lister.once(window, horizon))
 
     def export(self, window: Window, conversations: list[Conversation]) -> int:
         """Keep the settled window's new revisions, then write every kept part."""
@@ -144,5 +139,31 @@ class CallHistory:
         self.exporter.flush()
         return kept
 
-    def flush(self) -> int:
-        return self.exporter.flush()
+    def catch_up(
+        self,
+        *,
+        origin: datetime,
+        until: datetime,
+        horizon: datetime,
+        rescan_from: datetime,
+        width: timedelta,
+    ) -> int:
+        """Export every window from the history's own cursor (`origin` the first time) up to
+        `until`, the watermark, moving the cursor past each; then list the lookback's windows
+        below the old cursor again, for conversations that changed. Returns the revisions
+        exported. What a killed run kept is written first."""
+        self.exporter.flush()
+        cursor = self.ledger.history_cursor() or origin
+        exported = 0
+        for window in walk(cursor, until, width):
+            exported += self.export(window, self.list_window(window, horizon))
+            self.ledger.set_history_cursor(window.end)
+        for window in walk(rescan_from, min(cursor, until), width):
+            exported += self.export(window, self.list_window(window, horizon))
+        return exported
+
+    def _read(self, window: Window, listing: ConversationListed) -> list[Conversation]:
+        for reason, raw in listing.malformed:
+            log.error("conversation.malformed", window=str(window), reason=reason, entry=raw[:300])
+            self.ledger.record_malformed(window, reason, raw)
+        return listing.conversations

@@ -34,17 +34,12 @@ from typing import Any
 
 from archiver.conversations import checked_uuid
 from archiver.errors import MalformedEntry
-from archiver.models import (
-    EARLIEST_START,
-    FUTURE_SLACK,
-    MAX_DURATION_SECONDS,
-    Window,
-    parse_time,
-)
+from archiver.models import MAX_DURATION_SECONDS, Window, checked_started_at
 
 # Half the listed window on each side of startedAt: the API's bound semantics are unknown, and
 # its startedAt may be rounded differently in the webhook and in the list.
 HALF_WINDOW = timedelta(seconds=1)
+MAX_SPAN = timedelta(hours=4)  # of a call's window past its start (calls may be hours long)
 # After the first try, when the announced recordings are not listed yet (they appear seconds
 # after the call ends). Offsets from the first try, not gaps: a worker busy past one goes on to
 # the next, so a late worker never makes two tries back to back.
@@ -88,8 +83,9 @@ class Hint:
     @property
     def window(self) -> Window:
         """What the worker lists: a second either side of startedAt, and on to the call's end
-        when its duration is known (a transfer's second recording starts later in the call)."""
-        length = timedelta(seconds=self.duration_seconds or 0)
+        when its duration is known (a transfer's second recording starts later in the call),
+        at most MAX_SPAN on: a forged duration buys no wider listing than that."""
+        length = min(timedelta(seconds=self.duration_seconds or 0), MAX_SPAN)
         return Window(self.started_at - HALF_WINDOW, self.started_at + length + HALF_WINDOW)
 
 
@@ -104,26 +100,11 @@ def parse_hint(body: bytes, received_at: datetime) -> Hint:
         raise MalformedEntry(f"the body is a JSON {type(data).__name__}, not an object")
     return Hint(
         uuid=checked_uuid(data.get("uuid")),
-        started_at=_started_at(data.get("startedAt"), received_at),
+        started_at=checked_started_at(data.get("startedAt"), received_at, quote=False),
         duration_seconds=_duration(data.get("durationSeconds")),
         recordings=len(data["recordings"]) if isinstance(data.get("recordings"), list) else None,
         received_at=received_at,
     )
-
-
-def _started_at(value: Any, now: datetime) -> datetime:
-    try:
-        if not isinstance(value, str):
-            raise TypeError("not a string")
-        started_at = parse_time(value)
-    except (ValueError, TypeError) as exc:
-        raise MalformedEntry("no usable startedAt") from exc
-    if not EARLIEST_START <= started_at <= now + FUTURE_SLACK:
-        raise MalformedEntry(
-            f"startedAt is before {EARLIEST_START:%Y-%m-%d} or more than"
-            f" {FUTURE_SLACK.days} day after now"
-        )
-    return started_at
 
 
 def _duration(value: Any) -> float | None:
@@ -171,7 +152,6 @@ class HintQueue:
         self._lock = threading.Lock()
         self._held: OrderedDict[str, _Held] = OrderedDict()  # by arrival
         self._finished: OrderedDict[str, None] = OrderedDict()  # oldest first
-        self._offered = threading.Event()
 
     def __len__(self) -> int:
         with self._lock:
@@ -191,8 +171,6 @@ class HintQueue:
         if dropped:
             self._count(HintOutcome.DROPPED_FULL)
         self._count(outcome)
-        if outcome is HintOutcome.ACCEPTED:
-            self._offered.set()
         return outcome
 
     def due(self, now: datetime) -> Hint | None:
@@ -237,18 +215,6 @@ class HintQueue:
         remember its uuid so a repeat is a duplicate."""
         with self._lock:
             self._forget(hint.uuid)
-
-    def next_due(self) -> datetime | None:
-        """When the next hint not in flight is due; None when none is held."""
-        with self._lock:
-            return min((h.due for h in self._held.values() if not h.in_flight), default=None)
-
-    def wait(self, timeout: float) -> bool:
-        """Block up to `timeout` seconds for a hint to be offered; True if one was since the
-        last wait (the worker's wake-up: it then asks `due`)."""
-        offered = self._offered.wait(timeout)
-        self._offered.clear()
-        return offered
 
     def _forget(self, uuid: str) -> None:
         self._held.pop(uuid, None)

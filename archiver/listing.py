@@ -87,7 +87,7 @@ class WindowLister(Generic[L]):
     def leaves(self, window: Window, horizon: datetime) -> Iterator[tuple[Window, L]]:
         """Every (window, listing) that together list `window` completely, in order, each
         listed as it is reached. No call reaches past `horizon`."""
-        yield from self._leaves(window, horizon, 0, self._call(window, horizon))
+        yield from self._leaves(window, horizon, 0, self.once(window, horizon))
 
     def _leaves(
         self, window: Window, horizon: datetime, depth: int, listing: L
@@ -106,7 +106,7 @@ class WindowLister(Generic[L]):
         log.info(
             "window.split", window=str(window), listed=listing.size, truncated=listing.truncated
         )
-        halves = [(half, self._call(half, horizon)) for half in window.halves()]
+        halves = [(half, self.once(half, horizon)) for half in window.halves()]
         if _distinct(listing for _, listing in halves) <= _distinct([listing]) and all(
             half_listing.size < threshold for _, half_listing in halves
         ):
@@ -125,6 +125,7 @@ class WindowLister(Generic[L]):
         for half, half_listing in halves:
             yield from self._leaves(half, horizon, depth + 1, half_listing)
 
-    def _call(self, window: Window, horizon: datetime) -> L:
+    def once(self, window: Window, horizon: datetime) -> L:
+        """One list call for `window`, split or not: what a webhook hint spends."""
         self.check_stop()
         return self.call(window, window.start - OVERLAP, min(window.end + OVERLAP, horizon))

@@ -73,7 +73,7 @@ class Recording:
             raise MalformedEntry("missing url")
         _require_text(url, "url")
         recording_id = recording_id_from_url(url)
-        started_at = _started_at(entry.get("startedAt"), now)
+        started_at = checked_started_at(entry.get("startedAt"), now)
         duration = entry.get("durationSeconds")
         if duration is not None and (
             isinstance(duration, bool)
@@ -122,15 +122,23 @@ class Recording:
         return entry
 
 
-def _started_at(value: Any, now: datetime | None) -> datetime:
+def checked_started_at(value: Any, now: datetime | None, *, quote: bool = True) -> datetime:
+    """A call's `startedAt` (a list entry's, a conversation's, a webhook's), or MalformedEntry:
+    an ISO 8601 time from EARLIEST_START to FUTURE_SLACK after `now` (no upper bound without
+    `now`). `quote=False` leaves the value out of the message (a webhook's is the sender's)."""
+    shown = f" {_shown(value)}" if quote else ""
     try:
+        if not isinstance(value, str):
+            raise TypeError("not a string")
         started_at = parse_time(value)
     except (ValueError, TypeError) as exc:
-        raise MalformedEntry(f"invalid startedAt: {_shown(value)}") from exc
+        raise MalformedEntry(
+            f"invalid startedAt:{shown}" if quote else "invalid startedAt"
+        ) from exc
     latest = datetime.max.replace(tzinfo=UTC) if now is None else now + FUTURE_SLACK
     if not EARLIEST_START <= started_at <= latest:
         raise MalformedEntry(
-            f"startedAt {_shown(value)} is before {EARLIEST_START:%Y-%m-%d} or more than"
+            f"startedAt{shown} out of range: before {EARLIEST_START:%Y-%m-%d} or more than"
             f" {FUTURE_SLACK.days} day after now"
         )
     return started_at

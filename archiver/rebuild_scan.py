@@ -204,12 +204,14 @@ def replay_holds(records: Iterable[tuple[str, bool, Any]]) -> tuple[list[HoldRul
 def resting_place(
     last_sealed_day: date | None, latest_started: datetime | None, lookback: timedelta
 ) -> datetime | None:
-    """Where the watermark goes: the end of the last sealed day or the latest started-at minus
-    the lookback, whichever is later; None when the bucket holds neither."""
-    places = [latest_started - lookback] if latest_started is not None else []
+    """Where the watermark goes: the end of the last sealed day; without manifests, the latest
+    started-at minus the lookback; None when the bucket holds neither. Never later: days after
+    the last sealed one may hold recordings that were pending when the checkpoint was lost, and
+    they are found only if the walk lists those days again (a day sealed while sealing lagged
+    would otherwise be sealed as holding nothing more)."""
     if last_sealed_day is not None:
-        places.append(manifest.day_bounds(last_sealed_day)[1])
-    return max(places, default=None)
+        return manifest.day_bounds(last_sealed_day)[1]
+    return latest_started - lookback if latest_started is not None else None
 
 
 def origin_for(found: Found, watermark: datetime) -> datetime:

@@ -167,15 +167,13 @@ class Sealer:
 
     def _lock(self, sealed: Manifest) -> Lock | None:
         """The latest retain-until the manifest lists; for one listing none (an empty day, or
-        recordings archived unlocked), the day's end plus the period. None when retention is
-        off, or that date has passed (S3 refuses a retain-until in the past)."""
+        recordings archived unlocked), the lock a call at the day's end would get. None with
+        retention off, or when the date has passed (S3 refuses a retain-until in the past)."""
+        latest = sealed.latest_retain_until()
+        if latest is None:
+            return self.retention.lock_for(manifest.day_bounds(sealed.day)[1], self.clock())
         mode = self.retention.mode
-        if mode is None:
-            return None
-        until = sealed.latest_retain_until() or self.retention.period.after(
-            manifest.day_bounds(sealed.day)[1]
-        )
-        return Lock(mode, until) if until > self.clock() else None
+        return Lock(mode, latest) if mode is not None and latest > self.clock() else None
 
 
 def _entry(row: RecordingRow) -> Entry:

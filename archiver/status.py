@@ -25,6 +25,7 @@ class StatusSource(Protocol):
     def audio_mismatch_count(self) -> int: ...
     def last_sealed_day(self) -> date | None: ...
     def conversation_count(self) -> int: ...
+    def history_cursor(self) -> datetime | None: ...
     def manifests(self, *, unwritten: bool = False) -> list[SealedManifest]: ...
     def last_reconcile(self) -> dict[str, Any] | None: ...
 
@@ -44,6 +45,7 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
         "audio_mismatches": checkpoint.audio_mismatch_count(),
         "last_sealed_day": _day(checkpoint.last_sealed_day()),
         "conversations": checkpoint.conversation_count(),
+        "conversations_cursor": _time(checkpoint.history_cursor()),
         "manifests_unwritten": len(checkpoint.manifests(unwritten=True)),
         "last_pass": _result(checkpoint.last_pass("pass")),
         "last_backfill": _result(checkpoint.last_pass("backfill")),
@@ -60,6 +62,10 @@ def build_report(checkpoint: StatusSource, now: datetime, failures: int = 10) ->
             for row in checkpoint.recent_failures(failures)
         ],
     }
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value else None
 
 
 def _day(day: date | None) -> str | None:
@@ -98,7 +104,11 @@ def render_text(report: dict[str, Any]) -> str:
     if report["manifests_unwritten"]:
         sealed += f" ({report['manifests_unwritten']} manifest(s) kept, not yet written to S3)"
     lines.append(f"sealed      {sealed}")
-    lines.append(f"history     {report['conversations']} conversations exported")
+    cursor = report["conversations_cursor"]
+    lines.append(
+        f"history     {report['conversations']} conversations exported"
+        + (f", listed up to {cursor}" if cursor else "")
+    )
     if report["audio_mismatches"]:
         lines.append(
             f"audio       {report['audio_mismatches']} archived with a length far from the list's"

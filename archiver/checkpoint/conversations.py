@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from archiver.checkpoint.connection import Connection, micros
+from archiver.checkpoint.connection import Connection, from_micros, micros
 
 if TYPE_CHECKING:
     from archiver.conversations import Exported
@@ -64,11 +64,26 @@ class Conversations(Connection):
                     ),
                 )
 
-    def unwritten_parts(self) -> list[tuple[str, bytes]]:
+    def history_cursor(self) -> datetime | None:
+        """How far the export has listed windows (its own watermark; None before it starts)."""
+        rows = self._query("SELECT value FROM meta WHERE key = 'history_cursor'")
+        return from_micros(rows[0][0]) if rows else None
+
+    def set_history_cursor(self, position: datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('history_cursor', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = max(value, excluded.value)",
+                (micros(position),),
+            )
+
+    def unwritten_parts(self) -> list[tuple[str, bytes, int]]:
+        """Parts kept but not yet written: key, bytes and how many revisions they hold."""
         rows = self._query(
-            "SELECT key, body FROM conversation_parts WHERE body IS NOT NULL ORDER BY created_at"
+            "SELECT key, body, revisions FROM conversation_parts WHERE body IS NOT NULL"
+            " ORDER BY created_at"
         )
-        return [(row[0], bytes(row[1])) for row in rows]
+        return [(row[0], bytes(row[1]), int(row[2])) for row in rows]
 
     def part_written(self, key: str) -> None:
         with self._write() as conn:

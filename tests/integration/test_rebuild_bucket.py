@@ -159,7 +159,8 @@ def assert_rebuilt(checkpoint: Checkpoint, made: dict[str, Any]) -> None:
     assert (late.manifest_sequence, late.recording.agent1) == (None, "Zoë O'Neill")
     assert [m.sequence for m in checkpoint.manifests()] == [1, 2, 3]
     assert checkpoint.last_sealed_day() == (DAY1 + timedelta(days=1)).date()
-    assert checkpoint.watermark().position == made["late"].started_at - timedelta(hours=6)
+    # The end of the last sealed day: the day after it (the late call) is listed again.
+    assert checkpoint.watermark().position == DAY1 + timedelta(days=2)
     assert checkpoint.origin() == DAY1
     assert checkpoint.holds() == [made["kept"]]
 

@@ -14,11 +14,11 @@ import pytest
 import structlog
 
 from archiver import layout
-from archiver import sink as sink_module
 from archiver.config import S3Config
 from archiver.errors import SinkUnavailable
 from archiver.retention import BucketLock, Lock, LockMode
 from archiver.sink import PutOutcome, S3Sink, StoredObject, make_client
+from archiver.sink import writer as sink_module
 from tests.builders import RECORDING_ID, leap_day_recording, mp3, stage
 from tests.fakes import ReadRecorder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,9 @@ import pytest
 
 from archiver.checkpoint import Checkpoint
 from archiver.conversations import Conversation, part_day
-from archiver.cradle import parse_conversations
-from archiver.errors import MalformedEntry, SinkUnavailable
-from archiver.export import ConversationExporter
+from archiver.cradle import ConversationListing, parse_conversations
+from archiver.errors import ApiUnavailable, MalformedEntry, SinkUnavailable
+from archiver.export import CallHistory, ConversationExporter
 from archiver.models import Window
 from archiver.retention import Lock, LockMode, Period, RetentionPolicy
 from tests.fakes import FakeStore
@@ -182,3 +182,49 @@ def test_the_metric_counts_revisions_as_their_part_lands(checkpoint: Checkpoint)
     assert counted == []
     export.flush()
     assert counted == [2]
+
+
+class FlakyLister:
+    """`/conversations` through the split rule's interface: it lists `conversations` by start
+    time, failing while `down` is set."""
+
+    def __init__(self, conversations: list[Conversation]) -> None:
+        self.conversations = conversations
+        self.down = False
+        self.windows: list[Window] = []
+
+    def once(self, window: Window, horizon: datetime) -> Any:
+        if self.down:
+            raise ApiUnavailable("conversations call refused: 503")
+        self.windows.append(window)
+        found = [c for c in self.conversations if window.start <= c.started_at < window.end]
+        return ConversationListing(window, found)
+
+    def leaves(self, window: Window, horizon: datetime) -> Any:
+        yield window, self.once(window, horizon)
+
+
+def test_the_history_catches_up_on_its_own_cursor_after_a_failure(
+    checkpoint: Checkpoint,
+) -> None:
+    hour = timedelta(hours=1)
+    origin = datetime(2026, 3, 1, tzinfo=UTC)
+    calls = [conversation(uuid=f"c{n}", startedAt=f"2026-03-01T0{n}:30:00Z") for n in range(4)]
+    lister = FlakyLister(calls)
+    store = FakeStore(prefix=PREFIX)
+    history = CallHistory(lister, exporter(checkpoint, store), checkpoint)
+
+    def catch_up(until: datetime) -> int:
+        return history.catch_up(
+            origin=origin, until=until, horizon=until, rescan_from=until, width=hour
+        )
+
+    assert catch_up(origin + 2 * hour) == 2
+    assert checkpoint.history_cursor() == origin + 2 * hour
+    lister.down = True
+    with pytest.raises(ApiUnavailable):
+        catch_up(origin + 4 * hour)
+    assert checkpoint.history_cursor() == origin + 2 * hour  # nothing skipped
+    lister.down = False
+    assert catch_up(origin + 4 * hour) == 2
+    assert sorted(line["uuid"] for line in lines(store)) == ["c0", "c1", "c2", "c3"]

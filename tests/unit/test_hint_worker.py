@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from archiver.archive import ArchivePass
-from archiver.hint_worker import HintWorker
+from archiver.conversations import Conversation
+from archiver.errors import ApiUnavailable
+from archiver.hint_worker import HintPass, HintWorker
 from archiver.hints import Hint, HintBudget, HintOutcome, HintQueue
-from archiver.models import RecordingState
+from archiver.models import RecordingState, Window
 from archiver.spool import Spool
 from tests.unit.test_archive import NOW, Harness, make_recording
 
@@ -23,6 +25,9 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     harness = Harness(tmp_path)
     yield harness
     harness.checkpoint.close()
+
+
+P = TypeVar("P", bound=ArchivePass)
 
 
 class World:
@@ -35,15 +40,15 @@ class World:
         self.worker = HintWorker(
             self.queue,
             self.budget,
-            lambda hint: self.new_pass().hinted(hint),
+            lambda hint: self.new_pass(HintPass).serve(hint),
             count=self.counted.append,
             observe=self.observed.append,
             clock=lambda: self.h.now,
         )
 
-    def new_pass(self) -> ArchivePass:
+    def new_pass(self, kind: type[P] = ArchivePass) -> P:  # type: ignore[assignment]
         h = self.h
-        return ArchivePass(
+        return kind(
             h.config,
             h.source,
             h.checkpoint,
@@ -141,3 +146,36 @@ def test_while_a_pass_runs_hints_get_at_most_their_share_of_the_requests(h: Harn
     # 20 %: a quarter of a request per pass request, plus the burst of 4.
     assert 0 < len(hint_calls) <= pass_requests / 4 + 4
     assert h.checkpoint.counts()[RecordingState.ARCHIVED] == 40  # the sweep was not starved
+
+
+class FailingHistory:
+    """A `/conversations` that refuses every call (an outage, a key without access to it)."""
+
+    def list_window(self, window: Window, horizon: datetime) -> list[Conversation]:
+        raise ApiUnavailable("conversations call refused: 403")
+
+    list_once = list_window
+
+    def export(self, window: Window, conversations: list[Conversation]) -> int:
+        return 0
+
+    def catch_up(self, **kwargs: Any) -> int:
+        raise ApiUnavailable("conversations call refused: 403")
+
+
+def test_a_failing_call_history_never_holds_up_the_recordings(h: Harness) -> None:
+    h.source.recordings = [make_recording(NOW - timedelta(hours=3))]
+    sweep = ArchivePass(
+        h.config,
+        h.source,
+        h.checkpoint,
+        h.store,
+        Spool(h.tmp_path / "spool"),
+        clock=lambda: h.now,
+        history=FailingHistory(),
+    )
+
+    result = sweep.run()
+
+    assert result.outcome == "ok" and result.archived == 1
+    assert h.position() == NOW - timedelta(minutes=10)

@@ -229,8 +229,14 @@ def test_without_manifests_the_watermark_goes_a_lookback_before_the_latest_call(
     latest = datetime(2022, 6, 9, 3, tzinfo=UTC)
 
     assert resting_place(None, latest, LOOKBACK) == latest - LOOKBACK
-    assert resting_place(DAY, latest, LOOKBACK) == latest - LOOKBACK  # sealing was turned off
     assert resting_place(None, None, LOOKBACK) is None
+
+
+def test_with_manifests_the_watermark_never_passes_the_last_sealed_day() -> None:
+    # Sealing lagged (a recording stayed pending): the days after it are listed again.
+    latest = datetime(2022, 6, 9, 3, tzinfo=UTC)
+
+    assert resting_place(DAY, latest, LOOKBACK) == datetime(2022, 6, 2, tzinfo=UTC)
 
 
 def test_the_origin_is_the_first_day_the_bucket_shows() -> None:
