@@ -40,6 +40,7 @@ MAX_UUID_CHARS = 100
 MAX_LINE_BYTES = 16 * 2**20  # far over any conversation; a longer line ends the read
 _SAFE_UUID = re.compile(r"^[A-Za-z0-9._:-]+$")
 _PART_DAY = re.compile(r"/year=(\d{4})/month=(\d{2})/day=(\d{2})/part-[^/]*$")
+_PART_WINDOW = re.compile(r"/part-(\d{8}T\d{6}Z)-[^/]*$")
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,17 @@ def part_key(prefix: str, window: Window, day: date, body: bytes) -> str:
     stamp = window.start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     short = hashlib.sha256(body).hexdigest()[:12]
     return f"{prefix}{EXPORT_DIR}year={day:%Y}/month={day:%m}/day={day:%d}/part-{stamp}-{short}.jsonl.gz"
+
+
+def part_window(key: str) -> datetime | None:
+    """The start of the window whose listing wrote the part (None for a key of another shape)."""
+    match = _PART_WINDOW.search(key)
+    if match is None:
+        return None
+    try:
+        return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def part_day(key: str) -> date | None:

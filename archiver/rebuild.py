@@ -11,8 +11,8 @@ downloading anything twice or skipping anything:
   metadata; those go back unsealed, so the next seal lists them.
 - The manifests themselves, so the chain goes on at the next sequence after the last sealed day.
 - The call history's export: each conversation's highest revision and its content's digest,
-  read back from the parts, so windows listed again export only what changed
-  (rebuild_history.py).
+  read back from the parts, so windows listed again export only what changed; and its cursor,
+  at the latest window a part was written for (rebuild_history.py).
 - The legal holds, replayed from the audit trail's `hold-add` and `hold-remove` records in time
   order (each carries its rule exactly).
 - Where the watermark goes: the end of the last sealed day (every day up to it is complete), or
@@ -153,6 +153,9 @@ def _build(path: Path, found: Found, config: Config, clock: Callable[[], datetim
         if watermark is not None:
             checkpoint.set_watermark(origin_for(found, watermark))  # sets the origin once
             checkpoint.set_watermark(watermark)
+            cursor = found.history.cursor(watermark)
+            if cursor is not None:
+                checkpoint.set_history_cursor(cursor)
     return building
 
 

@@ -22,7 +22,14 @@ from datetime import datetime
 
 import structlog
 
-from archiver.conversations import EXPORT_DIR, Exported, Revision, part_day, read_part
+from archiver.conversations import (
+    EXPORT_DIR,
+    Exported,
+    Revision,
+    part_day,
+    part_window,
+    read_part,
+)
 from archiver.sink import BucketReader
 
 log = structlog.get_logger(__name__)
@@ -38,10 +45,25 @@ class History:
     parts: dict[str, int] = field(default_factory=dict)  # key -> revisions read from it
     latest: dict[str, Exported] = field(default_factory=dict)  # uuid -> its highest revision
     unreadable: list[str] = field(default_factory=list)  # "key" or "key (line 3: why)"
+    last_window: datetime | None = None  # the latest window start a part was written for
+
+    def cursor(self, watermark: datetime) -> datetime | None:
+        """Where the export's own cursor goes: the start of the latest window a part was
+        written for (windows without conversations write no part), never past the watermark.
+        The lost cursor was at or past that window's end (unless a backfill run ahead of it
+        wrote the part), so listing again from there misses what it missed no more, and the
+        restored revisions keep it from writing anything twice. A cursor left unset would start
+        at the rebuilt watermark, later still. None without parts: the pass starts it."""
+        if self.last_window is None:
+            return None
+        return min(self.last_window, watermark)
 
     def add(self, key: str, revisions: list[Revision]) -> None:
         """Fold one part in: each uuid keeps its highest revision (parts come in any order)."""
         self.parts[key] = len(revisions)
+        window = part_window(key)
+        if window is not None and (self.last_window is None or window > self.last_window):
+            self.last_window = window
         for revision in revisions:
             kept = self.latest.get(revision.conversation.uuid)
             if kept is None or revision.revision > kept.revision:

@@ -238,3 +238,5 @@ def test_rebuild_restores_the_call_history_s_revisions_and_names_an_unreadable_p
         assert checkpoint.conversation_revisions([uid(9)]) == {uid(9): (2, second.digest)}
         assert checkpoint.conversations_between(DAY1, DAY3) == {uid(9): [rec.recording_id]}
         assert checkpoint.unwritten_parts() == []
+        # The parts' window is after the rebuilt watermark: the export starts at the watermark.
+        assert checkpoint.history_cursor() == checkpoint.watermark().position

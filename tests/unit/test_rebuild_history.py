@@ -176,3 +176,18 @@ def test_a_line_past_the_limit_ends_the_read(monkeypatch: pytest.MonkeyPatch) ->
 
     assert [r.conversation.uuid for r in revisions] == [FIRST]
     assert problems == [f"line 2 is over {len(line())} bytes; not read on"]
+
+
+def test_the_export_cursor_goes_to_the_latest_part_s_window_never_past_the_watermark() -> None:
+    history = History()
+    assert history.cursor(NOW) is None
+    day = "cradle/conversations/year=2026/month=03/day=01"
+    history.add(f"{day}/part-20260301T230000Z-0123456789ab.jsonl.gz", [])
+    history.add(f"{day}/part-20260301T210000Z-0123456789ab.jsonl.gz", [])
+    history.add(f"{day}/part-2026030123-0123456789ab.jsonl.gz", [])  # not a window: no cursor
+
+    assert history.last_window == datetime(2026, 3, 1, 23, tzinfo=UTC)
+    assert history.cursor(NOW) == datetime(2026, 3, 1, 23, tzinfo=UTC)
+    assert history.cursor(datetime(2026, 3, 1, 22, tzinfo=UTC)) == datetime(
+        2026, 3, 1, 22, tzinfo=UTC
+    )
