@@ -220,15 +220,15 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """Half a minute of past calls and 6 s of live ones (about one a second in all, 1 to 6 s
-    long: a few end after the first pass); the simulator posts each live call's conversation
+    """Half a minute of past calls and 6 s of live ones (one a second on average, 1 to 6 s
+    long: about 8 end after the first pass); the simulator posts each live call's conversation
     to the daemon, listed 2 s after the call ends."""
     now = datetime.now(UTC).replace(microsecond=0)
     port = free_port()
     options = simulator_options(
         start=now - timedelta(seconds=30),
         end=now + timedelta(seconds=6),
-        per_hour=2880,
+        per_hour=3600,
         max_duration=6,
         boundary_fraction=0.0,
         processing_delay=2.0,
@@ -405,7 +405,7 @@ def test_with_every_webhook_dropped_the_sweep_still_archives_everything(
     sim = Simulator(
         simulator_options(
             start=now - timedelta(seconds=8),
-            end=now + timedelta(seconds=2),
+            end=now + timedelta(seconds=4),
             per_hour=3600,
             max_duration=3,
             boundary_fraction=0.0,
