@@ -29,7 +29,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import tempfile
@@ -41,6 +40,8 @@ from typing import Any
 import boto3
 import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from tests.ports import bindable, worker_slice
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
@@ -72,21 +73,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     chosen: list[int] = []
     while len(chosen) < count:
-        port = rng.choice(PORTS)
+        port = rng.choice(worker_slice(PORTS))  # a slice of its own under pytest -n
         if port in chosen or port + GRPC_OFFSET in chosen:
             continue
-        if all(_bindable(host, p) for p in (port, port + GRPC_OFFSET)):
+        if all(bindable(host, p) for p in (port, port + GRPC_OFFSET)):
             chosen.append(port)
     return chosen
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def client(

@@ -30,6 +30,7 @@ from tests.e2e.harness import (
     spawn,
     write_config,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -308,13 +309,6 @@ def test_backfill_draws_a_progress_bar_on_a_terminal(
     text = seen.decode(errors="replace")
     assert "\r[" in text and "recordings" in text and "ETA" in text and "100%" in text
     assert stdout.startswith("backfill ok:")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def probe_get(base: str, path: str) -> tuple[int, str]:

@@ -5,7 +5,6 @@ delay switches honoured the same way for a seed."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ import requests
 
 from archiver.models import format_time
 from archiver.simulator import SimConversation, Simulator, SimulatorOptions
+from tests.ports import free_port
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 END = START + timedelta(hours=6)
@@ -193,9 +193,7 @@ def test_delayed_webhooks_arrive_only_the_delay_after_their_call_ended(
 
 
 def test_a_receiver_that_is_not_there_counts_as_failed_and_the_api_goes_on() -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{unused.getsockname()[1]}/hook"
+    url = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens there
     clock = FakeClock(STARTED)
     with Simulator(options(clock, url)) as sim, requests.Session() as api:
         expected = live(sim)

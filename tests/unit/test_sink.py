@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import os
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from archiver.sink import PutOutcome, S3Sink, StoredObject, make_client, map_err
 from archiver.sink import writer as sink_module
 from tests.builders import RECORDING_ID, mp3, recording, stage
 from tests.fakes import ReadRecorder
+from tests.ports import free_port
 
 BUCKET = "recordings-test"
 KEY = f"cradle/2022/06/01/{RECORDING_ID}.mp3"
@@ -529,10 +529,7 @@ def test_check_writes_a_probe_like_a_recording_and_deletes_it(s3: Any) -> None:
 
 
 def test_an_unreachable_endpoint_is_reported_with_its_url(s3: Any, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{free_port()}"
     client = boto3.client(
         "s3",
         endpoint_url=url,
