@@ -150,7 +150,7 @@ def _hour(
         if draws[0] < UNRECORDED_SHARE:
             started_at = hour + timedelta(seconds=int(draws[1] * 3600))
             if period.start <= started_at < period.end:
-                calls.append(_unrecorded(options.seed, hour, index, started_at, draws[2:7]))
+                calls.append(_unrecorded(options, hour, index, started_at, draws[2:7]))
         if recording.recording_id in taken:
             continue  # already the second leg of an earlier call
         legs: tuple[SimRecording, ...] = (recording,)
@@ -231,15 +231,22 @@ def _user(email: str, nature: str, duration: int, started: str, ring: int) -> di
 
 
 def _unrecorded(
-    seed: int, hour: datetime, index: int, started_at: datetime, draws: list[float]
+    options: SimulatorOptions,
+    hour: datetime,
+    index: int,
+    started_at: datetime,
+    draws: list[float],
 ) -> _Call:
     """An inbound or team call nobody answered: missed, or the caller left a voicemail."""
+    seed = options.seed
     nature_roll, status_roll, ring_roll, agent_roll, number_roll = draws
     nature = "in" if nature_roll < 0.8 else "team"
     status = "voicemail" if status_roll < VOICEMAIL_SHARE else "missed"
     ring = 5 + int(ring_roll * 40)
     # A voicemail goes on after the ringing while the caller speaks.
     duration = ring + (10 + int(ring_roll * 1000) % 80 if status == "voicemail" else 0)
+    if options.max_duration is not None:
+        ring, duration = min(ring, options.max_duration), min(duration, options.max_duration)
     agent = int(agent_roll * _AGENTS) + 1
     started = api_time(started_at)
     conversation: dict[str, Any] = {

@@ -79,7 +79,7 @@ class SimulatorOptions:
     )
     per_hour: float = option(20.0, Number(float, 0.0), "recordings per hour")
     # Live calls that end within a test or a benchmark, not minutes after it.
-    max_duration: int | None = option(None, INTEGER, "cap on a recorded call's seconds")
+    max_duration: int | None = option(None, INTEGER, "cap on a call's seconds")
     bytes_per_second: int = option(16_000, INTEGER, "body bytes per call second")
     size: int | None = option(None, SIZE, "fixed body size in bytes (benchmarks)")
     # A share of recordings gets `large_size` bytes whatever their duration, so one account
