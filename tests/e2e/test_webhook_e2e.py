@@ -18,7 +18,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -43,6 +42,7 @@ from tests.e2e.harness import (
     spawn,
     write_config,
 )
+from tests.ports import free_port
 
 TOKEN = "e2e-webhook-token-0123456789"
 HINT_DEADLINE = 60.0  # seconds from a webhook to its recording archived (the issue's bound)
@@ -58,12 +58,6 @@ FLOOD_SOURCES = tuple(f"127.0.0.{n}" for n in range(10, 20))
 # tried lists a few seconds' window. 16 MiB leaves room for the allocator's slack, and is
 # far below what an unbounded queue of 1,000 bodies plus their threads would take.
 BOUND_MIB = 16
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Daemon:
