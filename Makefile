@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q -m "not chaos and not bench"
+	$(BIN)/pytest -q -n 2 --dist worksteal -m "not chaos and not bench"
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
