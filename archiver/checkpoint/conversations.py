@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from archiver.conversations import Exported
 
 
+# A conversation's row moves only forward: a revision no newer than the one kept changes nothing.
+_UPSERT = (
+    "INSERT INTO conversations (uuid, revision, digest, started_at, recording_ids, part,"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE"
+    " SET revision = excluded.revision, digest = excluded.digest,"
+    " started_at = excluded.started_at, recording_ids = excluded.recording_ids,"
+    " part = excluded.part, updated_at = excluded.updated_at"
+    " WHERE excluded.revision > conversations.revision"
+)
+
+
 class Conversations(Connection):
     """The `conversations` and `conversation_parts` tables."""
 
@@ -47,12 +58,7 @@ class Conversations(Connection):
             for revision in revisions:
                 conversation = revision.conversation
                 conn.execute(
-                    "INSERT INTO conversations (uuid, revision, digest, started_at, recording_ids,"
-                    " part, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE"
-                    " SET revision = excluded.revision, digest = excluded.digest,"
-                    " started_at = excluded.started_at, recording_ids = excluded.recording_ids,"
-                    " part = excluded.part, updated_at = excluded.updated_at"
-                    " WHERE excluded.revision > conversations.revision",
+                    _UPSERT,
                     (
                         conversation.uuid,
                         revision.revision,
@@ -122,12 +128,7 @@ class Conversations(Connection):
                 )
             for exported in latest:
                 restored += conn.execute(
-                    "INSERT INTO conversations (uuid, revision, digest, started_at, recording_ids,"
-                    " part, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE"
-                    " SET revision = excluded.revision, digest = excluded.digest,"
-                    " started_at = excluded.started_at, recording_ids = excluded.recording_ids,"
-                    " part = excluded.part, updated_at = excluded.updated_at"
-                    " WHERE excluded.revision > conversations.revision",
+                    _UPSERT,
                     (
                         exported.uuid,
                         exported.revision,

@@ -76,12 +76,7 @@ class Manifests(Connection):
                 "INSERT INTO manifests (sequence, day, supplement, key, sha256, count, body,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    manifest.sequence,
-                    micros(day_start(manifest.day)),
-                    manifest.supplement,
-                    manifest.key,
-                    manifest.sha256,
-                    manifest.count,
+                    *_columns(manifest),
                     manifest.body,
                     self._now(),
                 ),
@@ -110,12 +105,7 @@ class Manifests(Connection):
                 "INSERT OR IGNORE INTO manifests (sequence, day, supplement, key, sha256, count,"
                 " body, created_at, written_at) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
                 (
-                    manifest.sequence,
-                    micros(day_start(manifest.day)),
-                    manifest.supplement,
-                    manifest.key,
-                    manifest.sha256,
-                    manifest.count,
+                    *_columns(manifest),
                     self._now(),
                     self._now(),
                 ),
@@ -131,4 +121,16 @@ def sealed_manifest(row: sqlite3.Row) -> SealedManifest:
         sha256=row["sha256"],
         count=row["count"],
         body=None if row["body"] is None else bytes(row["body"]),
+    )
+
+
+def _columns(manifest: SealedManifest) -> tuple[int, int, int, str, str, int]:
+    """sequence, day, supplement, key, sha256 and count, as the manifests table keeps them."""
+    return (
+        manifest.sequence,
+        micros(day_start(manifest.day)),
+        manifest.supplement,
+        manifest.key,
+        manifest.sha256,
+        manifest.count,
     )

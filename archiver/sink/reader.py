@@ -71,19 +71,13 @@ class BucketReader:
 
     def head(self, key: str, version_id: str | None = None) -> StoredObject | None:
         """The object at `key` (that version, if given) with S3's checksum, or None."""
-        args: dict[str, Any] = {"Key": key, "ChecksumMode": "ENABLED"}
-        if version_id:
-            args["VersionId"] = version_id
-        response = self._missing_is_none("head_object", args)
+        response = self._object("head_object", key, version_id, ChecksumMode="ENABLED")
         return None if response is None else stored_object(key, response)
 
     def read(self, key: str, limit: int, version_id: str | None = None) -> bytes | None:
         """The whole body of a small object (a manifest), or None when there is none; a body
         longer than `limit` is refused rather than read into memory."""
-        args: dict[str, Any] = {"Key": key}
-        if version_id:
-            args["VersionId"] = version_id
-        response = self._missing_is_none("get_object", args)
+        response = self._object("get_object", key, version_id)
         if response is None:
             return None
         try:
@@ -99,10 +93,7 @@ class BucketReader:
     def digest(self, key: str, version_id: str | None = None) -> tuple[str, int] | None:
         """The hex SHA-256 and size of the body as S3 serves it now, streamed (memory stays at
         one block), or None when there is no such object."""
-        args: dict[str, Any] = {"Key": key}
-        if version_id:
-            args["VersionId"] = version_id
-        response = self._missing_is_none("get_object", args)
+        response = self._object("get_object", key, version_id)
         if response is None:
             return None
         digest, size = hashlib.sha256(), 0
@@ -147,6 +138,15 @@ class BucketReader:
                         )
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc
+
+    def _object(
+        self, method: str, key: str, version_id: str | None, **extra: Any
+    ) -> dict[str, Any] | None:
+        """`method` on one object (that version, if given); None when there is none."""
+        args: dict[str, Any] = {"Key": key, **extra}
+        if version_id:
+            args["VersionId"] = version_id
+        return self._missing_is_none(method, args)
 
     def _missing_is_none(self, method: str, args: dict[str, Any]) -> dict[str, Any] | None:
         try:
