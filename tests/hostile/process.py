@@ -26,14 +26,14 @@ from typing import IO, Any
 
 from tests.e2e.harness import ROOT, cli_env
 
-# Patches the client's default RetryPolicy, then runs the real entry point: `-c` argv is
-# ["-c", attempts, *cli args].
+# Patches the client's default RetryPolicy where CradleClient reads it (archiver.cradle.client),
+# then runs the real entry point: `-c` argv is ["-c", attempts, *cli args].
 _LAUNCH = """
 import functools, sys
-import archiver.cradle as cradle
+import archiver.cradle.client as client
 attempts = int(sys.argv.pop(1))
-cradle.RetryPolicy = functools.partial(
-    cradle.RetryPolicy, attempts=attempts, initial=0.05, maximum=0.2
+client.RetryPolicy = functools.partial(
+    client.RetryPolicy, attempts=attempts, initial=0.05, maximum=0.2
 )
 from archiver.cli import main
 main(sys.argv[1:])

@@ -21,6 +21,7 @@ import pytest
 from archiver import cradle
 from archiver.config import CradleConfig
 from archiver.cradle import CradleClient, RetryPolicy
+from archiver.cradle import client as cradle_client
 from archiver.errors import ApiUnavailable, RecordingFailed
 from archiver.limiter import RateLimiter
 from archiver.models import Recording, Window
@@ -230,7 +231,7 @@ def test_a_body_that_cannot_be_read_is_a_malformed_list(api: Server, body: bytes
 def test_a_gzip_bomb_list_is_refused_at_the_cap(
     api: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cradle, "MAX_LIST_BYTES", 4 * 2**20)
+    monkeypatch.setattr(cradle_client, "MAX_LIST_BYTES", 4 * 2**20)
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip stream
     bomb = packer.compress(b'{"recordings": [], "pad": "')
     bomb += b"".join(packer.compress(b"a" * 2**20) for _ in range(64)) + packer.flush()
@@ -346,7 +347,7 @@ def endless(handler: BaseHTTPRequestHandler) -> None:
 def test_an_endless_body_stops_at_the_cap_and_leaves_no_file(
     api: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cradle, "MAX_RECORDING_BYTES", 4 * 2**20)
+    monkeypatch.setattr(cradle_client, "MAX_RECORDING_BYTES", 4 * 2**20)
     api.routes["/api/"] = endless
     with pytest.raises(RecordingFailed) as caught:
         client_for(api.url).download(recording(api.url), Spool(tmp_path))

@@ -1,42 +1,40 @@
-"""The Cradle API client: auth, the shared limiter, retries and streaming downloads.
+"""The Cradle API client: auth, the shared limiter, redirects and streaming downloads.
 
-The only module that imports requests. One request is in flight at a time (a lock held from the
-request's start until its body is read or closed), every start goes through one RateLimiter, and
-only RetriableError reaches tenacity.
+The only module (with its siblings in this package) that sends requests. One request is in
+flight at a time (a lock held from the request's start until its body is read or closed), every
+start goes through one RateLimiter, and only RetriableError reaches tenacity (`retries`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import json
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
-import requests.adapters
 import structlog
-import tenacity
 import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from archiver.config import CradleConfig
-from archiver.conversations import Conversation
+from archiver.cradle.lists import (
+    ConversationListing,
+    Listing,
+    decode_json,
+    parse_conversations,
+    parse_listing,
+)
+from archiver.cradle.responses import content_length, parse_retry_after, verify_body
+from archiver.cradle.retries import RetryPolicy, with_retries
+from archiver.cradle.watchdog import Transfer, Watchdog, WatchedAdapter
 from archiver.errors import (
     ApiUnavailable,
     ArchiverError,
     AuthError,
     Interrupted,
-    MalformedEntry,
     RateLimited,
     RecordingFailed,
     RetriableError,
@@ -46,19 +44,16 @@ from archiver.models import Recording, StagedFile, Window, format_time
 from archiver.spool import Spool
 from archiver.urls import UrlRefused, checked_url, origin_of, refuse_characters
 
-log = structlog.get_logger(__name__)
+# One logger for the whole client, as before it was split into modules.
+log = structlog.get_logger("archiver.cradle")
 
 LIST_PATH = "/api/v1/public/recordings"
 CONVERSATIONS_PATH = "/api/v1/public/conversations"
 CHUNK_SIZE = 256 * 1024
 MAX_REDIRECTS = 5
-MAX_RETRY_AFTER = 900.0
 # A connection that takes longer than this is not going to work: fail it and retry, whatever
 # `cradle.timeout` allows for the (slower) first byte of a response.
 CONNECT_TIMEOUT_CAP = 10.0
-# How much of a hostile value goes into a log line or an error: enough to recognise it.
-SHOWN_BODY_CHARS = 80
-EVIDENCE_CHARS = 2000  # a malformed entry as kept in the checkpoint
 USER_AGENT = "cradle-archiver/0.1 (+https://github.com/cradle-archiver)"
 # The API serves recordings of up to 100 MB; past this margin a body is refused, not spooled,
 # so an endless body cannot fill the disk.
@@ -66,198 +61,6 @@ MAX_RECORDING_BYTES = 128 * 2**20
 # A list of 500 entries is about 150 KB; a decoded list body past this is refused (a gzip bomb
 # would otherwise be joined in memory whole).
 MAX_LIST_BYTES = 16 * 2**20
-# Integers longer than this in a list body are read as floats (so as infinity when huge): Python
-# refuses to parse an int of over 4,300 digits, which would fail the whole list for one entry.
-MAX_INT_DIGITS = 30
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient failures are retried. `sleep` is injected so tests never wait; by default
-    the client waits on its stop event, so a shutdown cuts a retry wait short."""
-
-    attempts: int = 8
-    initial: float = 0.5
-    maximum: float = 30.0
-    sleep: Callable[[float], None] | None = None
-
-
-@dataclass(frozen=True)
-class Listing:
-    """One list call's answer: valid recordings, malformed entries, and whether it looked cut."""
-
-    window: Window
-    recordings: list[Recording]
-    malformed: list[tuple[str, str]] = field(default_factory=list)  # (reason, raw entry)
-    truncated: bool = False
-
-    @property
-    def size(self) -> int:
-        return len(self.recordings) + len(self.malformed)
-
-    @property
-    def ids(self) -> list[str]:
-        return [recording.recording_id for recording in self.recordings]
-
-
-@dataclass(frozen=True)
-class ConversationListing:
-    """One `/conversations` call's answer. The endpoint gives no `size`, so only a count at
-    `split_threshold` makes it look full."""
-
-    window: Window
-    conversations: list[Conversation]
-    malformed: list[tuple[str, str]] = field(default_factory=list)
-    truncated: bool = False
-
-    @property
-    def size(self) -> int:
-        return len(self.conversations) + len(self.malformed)
-
-    @property
-    def ids(self) -> list[str]:
-        return [conversation.uuid for conversation in self.conversations]
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header: delta seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def looks_like_mp3(head: bytes) -> bool:
-    """An ID3v2 tag or an MPEG audio frame sync (11 set bits)."""
-    return head.startswith(b"ID3") or (
-        len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
-    )
-
-
-class Watchdog:
-    """Cuts the connection of a request that outlives its deadline.
-
-    The socket timeout bounds each read, not the request: a server that sends a byte a second
-    keeps a read from ever timing out, in the headers as in the body. One thread per client
-    watches the one request in flight and, past its deadline, shuts down the sockets of the
-    session's connections, so the blocked read returns at once and the request fails.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._deadline: float | None = None
-        self._fired = False
-        self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def track(self, connection: HTTPConnection) -> None:
-        with self._cond:
-            self._connections.add(connection)
-
-    def arm(self, deadline: float) -> None:
-        """Cut at `deadline` (time.monotonic) unless disarmed or re-armed first."""
-        with self._cond:
-            self._deadline, self._fired = deadline, False
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def disarm(self) -> None:
-        with self._cond:
-            self._deadline = None
-            self._cond.notify()
-
-    @property
-    def fired(self) -> bool:
-        return self._fired
-
-    def close(self) -> None:
-        """End the watching thread (a client's `close`)."""
-        with self._cond:
-            self._closed, self._deadline = True, None
-            self._cond.notify()
-
-    def _watch(self) -> None:
-        with self._cond:
-            while not self._closed:
-                if self._deadline is None:
-                    self._cond.wait()
-                    continue
-                remaining = self._deadline - time.monotonic()
-                if remaining > 0:
-                    self._cond.wait(remaining)
-                    continue
-                self._deadline, self._fired = None, True
-                for connection in list(self._connections):
-                    sock = connection.sock
-                    if sock is not None:
-                        with contextlib.suppress(OSError):  # already closed: nothing to cut
-                            sock.shutdown(socket.SHUT_RDWR)  # the blocked recv returns now
-
-
-class _WatchedAdapter(requests.adapters.HTTPAdapter):
-    """requests' adapter with connections that report to the watchdog when they connect."""
-
-    def __init__(self, watchdog: Watchdog) -> None:
-        self._watchdog = watchdog
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        watchdog = self._watchdog
-
-        class WatchedHTTPConnection(HTTPConnection):
-            def connect(self) -> None:
-                watchdog.track(self)
-                super().connect()
-
-        class WatchedHTTPSConnection(HTTPSConnection):
-            def connect(self) -> None:
-                watchdog.track(self)
-                super().connect()
-
-        class WatchedHTTPPool(HTTPConnectionPool):
-            ConnectionCls = WatchedHTTPConnection
-
-        class WatchedHTTPSPool(HTTPSConnectionPool):
-            ConnectionCls = WatchedHTTPSConnection
-
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": WatchedHTTPPool,
-            "https": WatchedHTTPSPool,
-        }
-
-
-@dataclass
-class Transfer:
-    """The time budget of one response: `timeout` for the headers, then the body must keep an
-    average of at least `min_rate` bytes a second since the request started (after the same
-    grace), so a trickle fails while a large body at a fair speed gets all the time it needs."""
-
-    started: float
-    timeout: float
-    min_rate: float
-
-    def allowed(self, received: int) -> float:
-        return self.timeout + received / self.min_rate
-
-    def hard_deadline(self, expected: int) -> float:
-        return self.started + self.allowed(expected)
-
-    def too_slow(self, received: int) -> bool:
-        return time.monotonic() - self.started > self.allowed(received)
 
 
 class CradleClient:
@@ -280,7 +83,7 @@ class CradleClient:
         # Environment proxies and .netrc must not see or change our credentials.
         self.session.trust_env = False
         self.watchdog = Watchdog()
-        adapter = _WatchedAdapter(self.watchdog)
+        adapter = WatchedAdapter(self.watchdog)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.stop = stop or threading.Event()
@@ -371,7 +174,7 @@ class CradleClient:
             response,
             transfer,
         ):
-            if (_content_length(response) or 0) > MAX_LIST_BYTES:
+            if (content_length(response) or 0) > MAX_LIST_BYTES:
                 raise RetriableError(
                     f"list response declares more than {MAX_LIST_BYTES} bytes",
                     reason="malformed_list",
@@ -413,7 +216,7 @@ class CradleClient:
             ),
             spool.receive(recording_id) as receiver,
         ):
-            expected = _content_length(response)
+            expected = content_length(response)
             if expected is not None and expected > MAX_RECORDING_BYTES:
                 raise RecordingFailed(
                     f"recording declares {expected} bytes, over {MAX_RECORDING_BYTES}",
@@ -431,7 +234,7 @@ class CradleClient:
             # Content-Length counts the bytes on the wire: encoded ones, when a server
             # compresses although we asked for identity. The decoded bytes are the MP3.
             wire = response.raw.tell()
-            problem = _verify_body(receiver.size, wire, expected, receiver.head)
+            problem = verify_body(receiver.size, wire, expected, receiver.head)
             if problem is None and not receiver.finish().has_audio:
                 problem = "not_mp3"  # it starts like one, but no MPEG frame follows the tag
             if problem == "truncated":
@@ -465,7 +268,7 @@ class CradleClient:
                         continue
                     try:
                         self._check_status(response)
-                        expected = _content_length(response)
+                        expected = content_length(response)
                         budget = max_bytes if expected is None else min(expected, max_bytes)
                         self.watchdog.arm(transfer.hard_deadline(budget))
                         yield response, transfer
@@ -582,134 +385,9 @@ class CradleClient:
         raise RecordingFailed(f"unexpected status {code}", f"http_{code}")
 
     def _with_retries(self, call: Callable[[], Any], endpoint: str) -> Any:
-        policy = self.retry
-        backoff = tenacity.wait_exponential_jitter(multiplier=policy.initial, max=policy.maximum)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            delay = backoff(state)
-            if isinstance(exc, RetriableError) and exc.retry_after is not None:
-                delay = exc.retry_after
-            if isinstance(exc, RateLimited):
-                # A 429 holds every request, not only the retry of this one.
-                self.limiter.pause_for(delay)
-            log.warning(
-                "api.retry",
-                endpoint=endpoint,
-                attempt=state.attempt_number,
-                reason=getattr(exc, "reason", type(exc).__name__),
-                wait=round(delay, 3),
-            )
-            return delay
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(RetriableError),
-            stop=tenacity.stop_after_attempt(policy.attempts),
-            wait=wait,
-            sleep=policy.sleep or self._sleep_unless_stopped,
-            reraise=True,
-        )
-        try:
-            return retrying(call)
-        except RetriableError as exc:
-            raise ApiUnavailable(
-                f"{endpoint} failed {policy.attempts} times, last: {exc}", reason=exc.reason
-            ) from exc
+        sleep = self.retry.sleep or self._sleep_unless_stopped
+        return with_retries(call, endpoint, self.retry, limiter=self.limiter, sleep=sleep)
 
     def _sleep_unless_stopped(self, seconds: float) -> None:
         if self.stop.wait(seconds):
             raise Interrupted("shutdown asked for during a retry wait")
-
-
-def decode_json(body: bytes) -> Any:
-    """A list body as JSON. JSON is UTF-8 (RFC 8259), whatever charset the header claims: a
-    bogus or Latin-1 charset would otherwise crash the decode or garble every name."""
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RetriableError(
-            f"list response is not UTF-8 (byte {exc.start})", reason="malformed_list"
-        ) from exc
-    try:
-        return json.loads(text, parse_int=_bounded_int)
-    except (ValueError, RecursionError) as exc:
-        # RecursionError: JSON nested deeper than the interpreter's stack.
-        raise RetriableError(
-            f"list response is not JSON ({type(exc).__name__}): {text[:SHOWN_BODY_CHARS]!r}",
-            reason="malformed_list",
-        ) from exc
-
-
-def _bounded_int(digits: str) -> int | float:
-    return int(digits) if len(digits) <= MAX_INT_DIGITS else float(digits)
-
-
-def parse_listing(window: Window, body: Any, now: datetime) -> Listing:
-    """Validate a list response; a bad shape fails the call, a bad entry is set aside."""
-    if not isinstance(body, dict) or not isinstance(body.get("recordings"), list):
-        raise RetriableError("list response has no recordings array", reason="malformed_list")
-    recordings: list[Recording] = []
-    malformed: list[tuple[str, str]] = []
-    for entry in body["recordings"]:
-        try:
-            recording = Recording.from_api(entry, now=now)
-        except MalformedEntry as exc:
-            malformed.append((str(exc), _evidence(entry)))
-            continue
-        except Exception as exc:  # a validator bug must cost one entry, never the window
-            log.exception("entry.unreadable", window=str(window))
-            malformed.append((f"entry could not be read: {type(exc).__name__}", _evidence(entry)))
-            continue
-        if recording.duration_seconds is None:
-            log.warning("entry.no_duration", recording_id=recording.recording_id)
-        recordings.append(recording)
-    size = body.get("size")
-    # A `size` larger than what came back means the server cut the list short. A bool is not
-    # a count, whatever Python thinks of True.
-    truncated = (
-        isinstance(size, int) and not isinstance(size, bool) and size > len(body["recordings"])
-    )
-    return Listing(window, recordings, malformed, truncated)
-
-
-def parse_conversations(window: Window, body: Any, now: datetime) -> ConversationListing:
-    """Validate a conversations response as `parse_listing` does a recordings one."""
-    if not isinstance(body, dict) or not isinstance(body.get("conversations"), list):
-        raise RetriableError(
-            "conversations response has no conversations array", reason="malformed_list"
-        )
-    conversations: list[Conversation] = []
-    malformed: list[tuple[str, str]] = []
-    for entry in body["conversations"]:
-        try:
-            conversations.append(Conversation.from_api(entry, now=now))
-        except MalformedEntry as exc:
-            malformed.append((str(exc), _evidence(entry)))
-        except Exception as exc:  # a validator bug must cost one entry, never the window
-            log.exception("conversation.unreadable", window=str(window))
-            malformed.append((f"entry could not be read: {type(exc).__name__}", _evidence(entry)))
-    return ConversationListing(window, conversations, malformed)
-
-
-def _evidence(entry: Any) -> str:
-    """The raw entry as kept in the checkpoint: JSON, cut to EVIDENCE_CHARS."""
-    try:
-        return json.dumps(entry, sort_keys=True, default=str)[:EVIDENCE_CHARS]
-    except (ValueError, TypeError, RecursionError):
-        return f"<{type(entry).__name__} that cannot be shown>"
-
-
-def _content_length(response: requests.Response) -> int | None:
-    value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() and len(value) <= 20 else None
-
-
-def _verify_body(size: int, wire: int, expected: int | None, head: bytes) -> str | None:
-    """`wire` counts the bytes as sent (Content-Length's unit), `size` the decoded ones."""
-    if expected is not None and wire != expected:
-        return "truncated"
-    if size == 0:
-        return "empty"
-    if not looks_like_mp3(head):
-        return "not_mp3"
-    return None
