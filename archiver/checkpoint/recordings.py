@@ -97,12 +97,6 @@ class Recordings(Connection):
         sql = "SELECT count(*) FROM recordings WHERE state = 'pending' AND started_at >= ?"
         return int(self._query(sql + " AND started_at < ?", *bounds(since, until))[0][0])
 
-    def count_settled(self, *, since: datetime, until: datetime) -> int:
-        """Recordings in [since, until) that are no longer pending (archived, dead-lettered or
-        expired): what a webhook hint without a conversation to go by waits for."""
-        sql = "SELECT count(*) FROM recordings WHERE state <> 'pending' AND started_at >= ?"
-        return int(self._query(sql + " AND started_at < ?", *bounds(since, until))[0][0])
-
     def mark_archived(
         self,
         recording_id: str,

@@ -47,8 +47,7 @@ from archiver.urls import UrlRefused, checked_url, origin_of, refuse_characters
 # One logger for the whole client, as before it was split into modules.
 log = structlog.get_logger("archiver.cradle")
 
-LIST_PATH = "/api/v1/public/recordings"
-CONVERSATIONS_PATH = "/api/v1/public/conversations"
+LIST_PATHS = {"list": "/api/v1/public/recordings", "conversations": "/api/v1/public/conversations"}
 CHUNK_SIZE = 256 * 1024
 MAX_REDIRECTS = 5
 # A connection that takes longer than this is not going to work: fail it and retry, whatever
@@ -114,17 +113,8 @@ class CradleClient:
         self, window: Window, listed_from: datetime, listed_until: datetime
     ) -> Listing:
         """List one window; the caller chooses the bounds sent (the window plus an overlap)."""
-        params = {"from": format_time(listed_from), "until": format_time(listed_until)}
-        url = self.config.base_url + LIST_PATH
         started = time.monotonic()
-        try:
-            listing = self._with_retries(
-                lambda: parse_listing(window, self._get_json(url, params), self._wall_clock()),
-                "list",
-            )
-        except RecordingFailed as exc:
-            # A 4xx on a list call is not about one recording: the window cannot be listed.
-            raise ApiUnavailable(f"list call refused: {exc}", reason=exc.reason) from exc
+        listing: Listing = self._list(window, listed_from, listed_until, "list", parse_listing)
         log.info(
             "window.listed",
             window=str(window),
@@ -139,18 +129,10 @@ class CradleClient:
         self, window: Window, listed_from: datetime, listed_until: datetime
     ) -> ConversationListing:
         """List one window of the call history, as `list_recordings` lists recordings."""
-        params = {"from": format_time(listed_from), "until": format_time(listed_until)}
-        url = self.config.base_url + CONVERSATIONS_PATH
         started = time.monotonic()
-        try:
-            listing = self._with_retries(
-                lambda: parse_conversations(
-                    window, self._get_json(url, params, "conversations"), self._wall_clock()
-                ),
-                "conversations",
-            )
-        except RecordingFailed as exc:
-            raise ApiUnavailable(f"conversations call refused: {exc}", reason=exc.reason) from exc
+        listing: ConversationListing = self._list(
+            window, listed_from, listed_until, "conversations", parse_conversations
+        )
         log.info(
             "conversations.listed",
             window=str(window),
@@ -159,6 +141,26 @@ class CradleClient:
             seconds=round(time.monotonic() - started, 3),
         )
         return listing
+
+    def _list(
+        self,
+        window: Window,
+        listed_from: datetime,
+        listed_until: datetime,
+        endpoint: str,
+        parse: Callable[[Window, Any, datetime], Any],
+    ) -> Any:
+        """One list call with retries: the body read within its cap, then `parse`d; a 4xx is
+        not about one entry, so the window cannot be listed (ApiUnavailable)."""
+        params = {"from": format_time(listed_from), "until": format_time(listed_until)}
+        url = self.config.base_url + LIST_PATHS[endpoint]
+        try:
+            return self._with_retries(
+                lambda: parse(window, self._get_json(url, params, endpoint), self._wall_clock()),
+                endpoint,
+            )
+        except RecordingFailed as exc:
+            raise ApiUnavailable(f"{endpoint} call refused: {exc}", reason=exc.reason) from exc
 
     def probe(self) -> int:
         """One small list call, to prove the credentials (`check`)."""
