@@ -72,3 +72,37 @@ def test_idle_hook_runs_while_waiting() -> None:
     )
     daemon.run()
     assert len(idles) == 3
+
+
+def test_the_pass_and_the_work_between_passes_never_run_at_once() -> None:
+    """One worker thread for every job (guarantee 4: the Cradle API sees one request at a
+    time): the hints' job, due every 20 ms, never starts while a pass is running."""
+    stop = threading.Event()
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+    passes: list[int] = []
+    turns: list[int] = []
+
+    def job(done: list[int], seconds: float) -> None:
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(seconds)  # a job's length is what makes an overlap possible
+        with lock:
+            running["now"] -= 1
+        done.append(1)
+        if len(passes) >= 3 and len(turns) >= 3:
+            stop.set()
+
+    daemon = Daemon(
+        lambda: job(passes, 0.15),
+        interval=timedelta(seconds=0.2),
+        shutdown_timeout=timedelta(seconds=5),
+        stop=stop,
+        idle_every=0.01,
+        between=lambda: job(turns, 0.01),
+        between_every=0.02,
+    )
+    assert daemon.run() is True
+    assert len(passes) >= 3 and len(turns) >= 3
+    assert running["most"] == 1

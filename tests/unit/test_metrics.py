@@ -31,6 +31,11 @@ SPEC_METRICS = {
     "cradle_archiver_failed_recordings": "gauge",
     "cradle_archiver_download_seconds": "histogram",
     "cradle_archiver_upload_seconds": "histogram",
+    "cradle_archiver_webhook_hints_total": "counter",
+    "cradle_archiver_hint_to_archive_seconds": "histogram",
+    "cradle_archiver_conversations_exported_total": "counter",
+    "cradle_archiver_reconcile_differences": "gauge",
+    "cradle_archiver_last_sealed_day_timestamp_seconds": "gauge",
 }
 
 
@@ -356,3 +361,14 @@ def test_a_port_in_use_is_a_fatal_error_naming_the_key(
         r"cannot listen on 127\.0\.0\.1:\d+ \(server\.listen\): .+", str(caught.value)
     )
     assert caught.value.exit_code == 1
+
+
+def test_hints_and_the_call_history_are_counted(probe: ProbeServer, metrics: Metrics) -> None:
+    metrics.conversations_exported(3)
+    metrics.webhook_hint("archived")
+    metrics.observe_hint_to_archive(11.5)
+    found = samples(get(probe, "/metrics").body)
+    assert found["cradle_archiver_conversations_exported_total"] == 3
+    assert found['cradle_archiver_webhook_hints_total{outcome="archived"}'] == 1
+    assert found["cradle_archiver_hint_to_archive_seconds_count"] == 1
+    assert found["cradle_archiver_hint_to_archive_seconds_sum"] == 11.5
