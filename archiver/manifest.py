@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -144,7 +145,7 @@ def parse(body: bytes) -> Manifest:
     for number, line in enumerate(lines[1:], start=2):
         try:
             entries.append(Entry.from_json(json.loads(line)))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ManifestInvalid(f"line {number}: {exc}") from None
     if len(entries) != header["count"]:
         raise ManifestInvalid(f"the header counts {header['count']} entries, {len(entries)} follow")
@@ -163,7 +164,7 @@ def parse(body: bytes) -> Manifest:
 def _header(line: str) -> dict[str, Any]:
     try:
         header = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ManifestInvalid(f"line 1: {exc}") from None
     if not isinstance(header, dict) or header.get("schema") != SCHEMA:
         raise ManifestInvalid(f"line 1: not a {SCHEMA} header")
@@ -265,7 +266,7 @@ def _text(line: Any, name: str) -> str:
     value = line.get(name) if isinstance(line, dict) else None
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} is missing or not a string")
-    return value
+    return _storable(value, name)
 
 
 def _object(line: dict[str, Any], name: str) -> dict[str, Any]:
@@ -279,6 +280,15 @@ def _optional_text(line: dict[str, Any], name: str) -> str | None:
     value = line.get(name)
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{name} is not a string")
+    return None if value is None else _storable(value, name)
+
+
+def _storable(value: str, name: str) -> str:
+    """Text a database, a header and a key can hold: no lone surrogate (JSON allows one)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} is not text (a lone surrogate)") from None
     return value
 
 
@@ -290,15 +300,17 @@ def _sha256(value: Any, name: str) -> str:
 
 def _count(line: dict[str, Any], name: str) -> int:
     value = line.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} is not a whole number")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError(f"{name} is not a whole number below 2**63")
     return value
 
 
 def _optional_number(line: dict[str, Any], name: str) -> float | None:
     value = line.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise ValueError(f"{name} is not a number")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+    ):
+        raise ValueError(f"{name} is not a finite number")
     return value
 
 
@@ -311,4 +323,7 @@ def _time(value: Any, name: str) -> datetime:
         raise ValueError(f"{name} is not an ISO 8601 time: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"{name} has no time zone")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # year 1 an hour east of UTC, say
+        raise ValueError(f"{name} is out of range: {value[:40]!r}") from None

@@ -104,13 +104,17 @@ def archived_row(
 
 
 def row_from_entry(
-    entry: Entry, sequence: int, mode: LockMode | None, now: datetime
+    entry: Entry, sequence: int, mode: LockMode | None, now: datetime, prefix: str
 ) -> RecordingRow:
     """A manifest line as a checkpoint row; MalformedEntry or ValueError when its list entry
-    does not name the same recording validly."""
+    does not name the same recording validly, or its key is not that recording's own: a
+    rebuilt row's key is where `retention extend` and `hold` later write, so a planted line
+    must not point them at any other object in the bucket."""
     recording = Recording.from_api(dict(entry.entry))
     if recording.recording_id != entry.id.lower():
         raise ValueError(f"its entry names {recording.recording_id}, not {entry.id}")
+    if entry.key != layout.object_key(prefix, recording):
+        raise ValueError(f"its key is not {layout.object_key(prefix, recording)}")
     return archived_row(
         recording,
         key=entry.key,
@@ -133,9 +137,10 @@ def latest_listings(
     rows: dict[str, RecordingRow] = {}
     unusable: list[str] = []
     for sealed, parsed in sorted(manifests, key=lambda pair: pair[0].sequence):
+        prefix = sealed.key.rsplit(manifest.MANIFEST_DIR, 1)[0]  # the manifest's own prefix
         for entry in parsed.entries:
             try:
-                rows[entry.id.lower()] = row_from_entry(entry, sealed.sequence, mode, now)
+                rows[entry.id.lower()] = row_from_entry(entry, sealed.sequence, mode, now, prefix)
             except (MalformedEntry, ValueError) as exc:
                 log.warning(
                     "rebuild.entry_unusable", manifest=sealed.key, id=entry.id, error=str(exc)
@@ -230,7 +235,7 @@ def scan(reader: BucketReader, config: Config, now: datetime, workers: int = WOR
     found = Found()
     prefix = config.s3.prefix
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rebuild") as pool:
-        parsed = _read_manifests(reader, prefix, pool, found)
+        parsed = _read_manifests(reader, prefix, pool, found, now)
         found.manifests = [sealed for sealed, _ in parsed]
         found.listed, _ = latest_listings(parsed, config.retention.mode, now)
         log.info("rebuild.manifests_read", manifests=len(parsed), recordings=len(found.listed))
@@ -260,7 +265,7 @@ def scan(reader: BucketReader, config: Config, now: datetime, workers: int = WOR
 
 
 def _read_manifests(
-    reader: BucketReader, prefix: str, pool: ThreadPoolExecutor, found: Found
+    reader: BucketReader, prefix: str, pool: ThreadPoolExecutor, found: Found, now: datetime
 ) -> list[tuple[SealedManifest, Manifest]]:
     keys = [
         listed.key
@@ -274,6 +279,11 @@ def _read_manifests(
             if body is None:
                 raise ManifestInvalid("gone between the listing and the read")
             one = manifest.parse(body)
+            named = manifest.parse_key(prefix, key)
+            if named is None or (one.day, one.supplement) != (named.day, named.supplement):
+                raise ManifestInvalid("its header names another day than its key")
+            if manifest.day_bounds(one.day)[1] > now:
+                raise ManifestInvalid(f"it seals {one.day}, a day not over yet")
         except ManifestInvalid as exc:
             log.error("rebuild.manifest_unreadable", key=key, error=str(exc))
             found.unreadable.append(key)
@@ -321,7 +331,7 @@ def _read_holds(
     for (key, adding), body in zip(wanted, bodies, strict=True):
         try:
             document = json.loads(body or b"")
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         records.append((key, adding, document))
     return replay_holds(records)

@@ -285,9 +285,11 @@ class _WebhookHandler(BaseHTTPRequestHandler):
             return None
         if not lengths:
             return 0  # RFC 9112: a request with neither has no body
-        if len(set(lengths)) != 1 or not lengths[0].strip().isdigit():
+        value = lengths[0].strip() if len(set(lengths)) == 1 else ""
+        # ASCII digits, and few: '²' passes isdigit() and a 5,000-digit int() raises.
+        if not (value.isascii() and value.isdigit() and len(value) <= 20):
             return HintOutcome.MALFORMED
-        length = int(lengths[0])
+        length = int(value)
         return HintOutcome.TOO_LARGE if length > self.server.limits.max_body else length
 
     def _take_body(self, length: int | None) -> HintOutcome | None:

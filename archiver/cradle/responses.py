@@ -42,7 +42,10 @@ def looks_like_mp3(head: bytes) -> bool:
 
 def content_length(response: requests.Response) -> int | None:
     value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() and len(value) <= 20 else None
+    # isascii: str.isdigit() is true of '²', which int() refuses (headers decode as Latin-1).
+    return (
+        int(value) if value and value.isascii() and value.isdigit() and len(value) <= 20 else None
+    )
 
 
 def verify_body(size: int, wire: int, expected: int | None, head: bytes) -> str | None:

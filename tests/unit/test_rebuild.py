@@ -3,6 +3,8 @@ holds replayed from the audit trail, where the watermark goes, and moving a chec
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from archiver.models import RecordingState, SealedManifest, StoredObject
 from archiver.rebuild import move_aside
 from archiver.rebuild_scan import (
     Found,
+    _read_manifests,
     archived_row,
     latest_listings,
     origin_for,
@@ -24,6 +27,7 @@ from archiver.rebuild_scan import (
     row_from_object,
 )
 from archiver.retention import LockMode
+from archiver.sink import ListedObject
 from benchmarks import rebuild_scale
 from tests.builders import RECORDING_ID, entry, recording
 
@@ -280,3 +284,53 @@ def test_the_benchmark_bucket_holds_its_unsealed_calls_after_the_last_sealed_day
     assert len({call.recording_id for call in calls}) == 250
     assert sum(call.started_at < sealed_end for call in calls) == 200
     assert all(call.started_at.date() == sealed_end.date() for call in calls[200:])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "calls/2022/06/02/" + RECORDING_ID + ".mp3",  # another day's key
+        "other-archive/2022/06/01/" + RECORDING_ID + ".mp3",  # outside the prefix
+        "calls/2022/06/01/../../secret.mp3",
+    ],
+)
+def test_a_line_whose_key_is_not_its_recordings_own_is_never_restored(key: str) -> None:
+    """A rebuilt row's key is where `retention extend` and `hold` write: a planted line must
+    not point them at another object."""
+    rows, _ = latest_listings([sealed(1, 0, replace(line(), key=key))], None, NOW)
+    assert rows == {}
+
+
+class ManifestBucket:
+    """The two reads `_read_manifests` makes of a bucket, over a dict of keys to bytes."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def list(self, prefix: str) -> list[ListedObject]:
+        return [
+            ListedObject(k, len(v), None) for k, v in self.objects.items() if k.startswith(prefix)
+        ]
+
+    def read(self, key: str, limit: int, version_id: str | None = None) -> bytes | None:
+        return self.objects.get(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "day"),
+    [
+        ("calls/manifests/2022/06/01.jsonl", date(2999, 1, 1)),  # a header from the far future
+        ("calls/manifests/2022/06/01.jsonl", date(2022, 6, 2)),  # another day than its key
+        ("calls/manifests/2999/01/01.jsonl", date(2999, 1, 1)),  # a day not over yet
+    ],
+)
+def test_a_manifest_for_another_or_a_future_day_is_unreadable_not_a_watermark(
+    key: str, day: date
+) -> None:
+    """The rebuilt watermark goes to the end of the last sealed day and never moves back: a
+    planted manifest must not move it on past days nobody listed."""
+    body = Manifest(day, 0, 1, None, (line(),)).body()
+    found = Found()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        parsed = _read_manifests(ManifestBucket({key: body}), "calls/", pool, found, NOW)  # type: ignore[arg-type]
+    assert parsed == [] and found.unreadable == [key]

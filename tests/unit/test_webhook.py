@@ -556,3 +556,13 @@ def test_the_metrics_count_outcomes_and_time_hints_to_archive() -> None:
         assert f'cradle_archiver_webhook_hints_total{{outcome="{outcome}"}} 1.0\n' in text
     assert 'cradle_archiver_hint_to_archive_seconds_bucket{le="5.0"} 0.0\n' in text
     assert 'cradle_archiver_hint_to_archive_seconds_bucket{le="10.0"} 1.0\n' in text
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "1" * 5000, "+5", "-1"])
+def test_a_content_length_of_anything_but_a_few_ascii_digits_is_400(
+    site: Site, length: str
+) -> None:
+    request = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+    with raw(site, request.encode("latin-1") + b"{}") as sock:
+        assert read_all(sock).startswith(b"HTTP/1.1 400 ")
+    assert len(site.queue) == 0
