@@ -38,6 +38,7 @@ EXPORT_DIR = "conversations/"
 EXPORT_FIELDS = ("schema_version", "revision", "archived_at")  # what a line adds to the object
 MAX_UUID_CHARS = 100
 MAX_LINE_BYTES = 16 * 2**20  # far over any conversation; a longer line ends the read
+MAX_PART_BYTES = 256 * 2**20  # unpacked: an hour of ten calls a second is some 70 MB
 _SAFE_UUID = re.compile(r"^[A-Za-z0-9._:-]+$")
 _PART_DAY = re.compile(r"/year=(\d{4})/month=(\d{2})/day=(\d{2})/part-[^/]*$")
 _PART_WINDOW = re.compile(r"/part-(\d{8}T\d{6}Z)-[^/]*$")
@@ -191,13 +192,17 @@ def read_part(body: bytes, *, now: datetime) -> tuple[list[Revision], list[str]]
     read before such an end still count: they prove what the part holds."""
     revisions: list[Revision] = []
     problems: list[str] = []
-    number = 0
+    number = read = 0
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(body)) as lines:
             while line := lines.readline(MAX_LINE_BYTES + 1):
                 number += 1
+                read += len(line)
                 if len(line) > MAX_LINE_BYTES:
                     problems.append(f"line {number} is over {MAX_LINE_BYTES} bytes; not read on")
+                    break
+                if read > MAX_PART_BYTES:  # a gzip bomb: a few MB that inflate without end
+                    problems.append(f"over {MAX_PART_BYTES} bytes unpacked at line {number}")
                     break
                 try:
                     revisions.append(read_line(line, now=now))
@@ -213,11 +218,12 @@ def read_line(line: bytes, *, now: datetime) -> Revision:
     exported = json.loads(line)
     if not isinstance(exported, dict):
         raise MalformedEntry(f"line is a {type(exported).__name__}, not an object")
-    if exported.get("schema_version") != SCHEMA_VERSION:
+    version = exported.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:  # not `true`, not 1.0
         raise MalformedEntry(f"schema_version is not {SCHEMA_VERSION}")
     revision = exported.get("revision")
-    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
-        raise MalformedEntry("revision is not a positive integer")
+    if type(revision) is not int or not 1 <= revision < 2**63:  # what the checkpoint holds
+        raise MalformedEntry("revision is not a positive integer below 2**63")
     raw = {name: value for name, value in exported.items() if name not in EXPORT_FIELDS}
     return Revision(Conversation.from_api(raw, now=now), revision)
 

@@ -143,6 +143,9 @@ def line(**fields: Any) -> bytes:
         (line(revision=True), "line 2: revision is not a positive integer"),
         (line(uuid="../x"), "line 2: conversation uuid has characters"),
         (b"[" * 100_000 + b"\n", "line 2: maximum recursion depth"),
+        (line(schema_version=True), "line 2: schema_version is not 1"),
+        (line(schema_version=1.0), "line 2: schema_version is not 1"),
+        (line(revision=2**70), "line 2: revision is not a positive integer"),
     ],
 )
 def test_an_unreadable_line_is_named_and_the_others_are_kept(bad: bytes, why: str) -> None:
@@ -191,3 +194,14 @@ def test_the_export_cursor_goes_to_the_latest_part_s_window_never_past_the_water
     assert history.cursor(datetime(2026, 3, 1, 22, tzinfo=UTC)) == datetime(
         2026, 3, 1, 22, tzinfo=UTC
     )
+
+
+def test_a_part_that_unpacks_past_its_bound_ends_the_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gzip bomb: a few bytes in the bucket, without end unpacked."""
+    monkeypatch.setattr(conversations, "MAX_PART_BYTES", 2 * len(line()))
+    body = gzip.compress(line() + line(uuid="second") + line(uuid="third") * 1000)
+
+    revisions, problems = read_part(body, now=NOW)
+
+    assert [r.conversation.uuid for r in revisions] == [FIRST, "second"]
+    assert problems == [f"over {2 * len(line())} bytes unpacked at line 3"]
